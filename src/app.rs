@@ -1,0 +1,101 @@
+//! Wires the bridge together: builds the shared state once, starts the
+//! delivery workers and the server, and shuts both down in order (stop
+//! accepting, finish requests in flight, drain the queue).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::deliver::{self, Sink};
+use crate::incidents::Incidents;
+use crate::pagerduty::client::Client;
+use crate::server::{self, State};
+
+/// How long queued events may take to go out once shutdown starts.
+const QUEUE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running bridge.
+#[derive(Debug)]
+pub struct App {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl App {
+    /// Binds the listener and starts serving.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the HTTP client cannot be built.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let sink = if config.dry_run {
+            Sink::DryRun
+        } else {
+            Sink::PagerDuty(Client::try_new(&config.pagerduty_url)?)
+        };
+        let (queue, mut workers) = deliver::start(sink, config.max_in_flight, config.queue_capacity);
+        let state = Arc::new(State {
+            actions: config.actions.clone(),
+            options: config.translate.clone(),
+            incidents: Arc::new(Incidents::new()),
+            queue,
+            max_body: config.max_body,
+        });
+        if config.actions.is_empty() {
+            tracing::warn!("no --action configured: every webhook will get 404 until one is");
+        }
+        for a in config.actions.iter() {
+            if a.routing_key.expose().len() != 32 {
+                tracing::warn!(action = %a.name, routing_key = %a.routing_key,
+                    "routing key is not 32 characters; PagerDuty integration keys are");
+            }
+        }
+        tracing::info!(
+            listen = %addr,
+            actions = %config.actions.names().join(","),
+            pagerduty = if config.dry_run { "dry-run".to_owned() } else { deliver_url(&config) },
+            "prefect-pagerduty-bridge ready"
+        );
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            server::run(listener, state, token).await;
+            // The server held the last queue handles; the workers now drain
+            // what is queued and stop.
+            let drained = tokio::time::timeout(QUEUE_DRAIN_TIMEOUT, async {
+                while workers.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!("events still queued after the drain timeout were not delivered");
+                workers.abort_all();
+            }
+        });
+        Ok(Self { addr, shutdown, task })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes requests in flight and drains the queue.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+fn deliver_url(config: &ServeConfig) -> String {
+    crate::pagerduty::client::enqueue_url(&config.pagerduty_url).to_string()
+}

@@ -1,0 +1,434 @@
+//! The command line, and its validation into typed settings.
+//!
+//! Every flag has a `PPB_*` environment twin. This is the only module that
+//! reads the environment (through clap, and for `env:VAR` secrets).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::actions::{self, Action, Actions};
+use crate::pagerduty::Severity;
+use crate::secret::Secret;
+use crate::translate;
+
+/// The bridge's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "prefect-pagerduty-bridge",
+    version,
+    about = "Receives Prefect automation webhooks and delivers them as PagerDuty Events API v2 alerts.",
+    long_about = "Receives Prefect automation webhooks and delivers them as PagerDuty Events API v2 \
+                  alerts: triggers for failed, crashed and late runs and unhealthy work pools, \
+                  queues and deployments, and resolves when they recover.\n\n\
+                  Point a Prefect automation's call-webhook action at \
+                  http://<bridge>/v1/prefect/<action> with the payload {{ event | tojson }}."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Prefect webhook intake and deliver alerts to PagerDuty.
+    Serve(Box<ServeArgs>),
+    /// Print, as a JSON array, the PagerDuty event(s) `serve` would send for one payload. Offline.
+    Translate(TranslateArgs),
+}
+
+/// Flags shared by `serve` and `translate`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// A named action: NAME=ROUTING_KEY[:SEVERITY]. SEVERITY is critical, error, warning, info or
+    /// auto (default: derived from each Prefect event). ROUTING_KEY may be env:VAR or file:PATH
+    /// to keep it out of `ps` and shell history. Repeat for more actions; several may share a key.
+    #[arg(
+        long = "action",
+        env = "PPB_ACTIONS",
+        value_name = "NAME=KEY[:SEVERITY]",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub actions: Vec<String>,
+
+    /// Prefect UI base used to build links, e.g. http://prefect:4200 or
+    /// https://app.prefect.cloud/account/<A>/workspace/<W>. Without it, links come only from URLs
+    /// the payload carries.
+    #[arg(long, env = "PPB_PREFECT_UI_URL", value_name = "URL")]
+    pub prefect_ui_url: Option<url::Url>,
+
+    /// PagerDuty `payload.source` for every alert.
+    #[arg(long, env = "PPB_SOURCE", default_value = "prefect", value_name = "NAME")]
+    pub source: String,
+}
+
+/// PagerDuty service regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Region {
+    /// https://events.pagerduty.com
+    Us,
+    /// https://events.eu.pagerduty.com
+    Eu,
+}
+
+impl Region {
+    /// The Events API base URL of the region.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Self::Us => "https://events.pagerduty.com",
+            Self::Eu => "https://events.eu.pagerduty.com",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "PPB_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// PagerDuty Events API base URL; the bridge appends /v2/enqueue.
+    #[arg(
+        long,
+        env = "PPB_PAGERDUTY_URL",
+        value_name = "URL",
+        conflicts_with = "region"
+    )]
+    pub pagerduty_url: Option<url::Url>,
+
+    /// PagerDuty service region: the friendly form of --pagerduty-url.
+    #[arg(long, env = "PPB_REGION", value_enum)]
+    pub region: Option<Region>,
+
+    /// Translate and log each PagerDuty event instead of sending it.
+    #[arg(long, env = "PPB_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Largest request body accepted (bytes, or with a KiB/MiB suffix); larger ones get 413.
+    #[arg(long, env = "PPB_MAX_BODY", default_value = "1MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Most requests in flight to PagerDuty at once.
+    #[arg(long, env = "PPB_MAX_IN_FLIGHT", default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_in_flight: u16,
+
+    /// Most events waiting for delivery; beyond it the intake answers 503.
+    #[arg(long, env = "PPB_QUEUE_CAPACITY", default_value_t = 100_000, value_name = "N")]
+    pub queue_capacity: usize,
+
+    /// Log format.
+    #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `translate` flags.
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The action to translate for, when several are given (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub for_action: Option<String>,
+
+    /// The value of the X-PREFECT-EVENT-ID header, as Prefect 1 sends it.
+    #[arg(long, value_name = "ID")]
+    pub event_id: Option<String>,
+
+    /// The payload file; `-` or nothing reads standard input.
+    #[arg(value_name = "FILE|-")]
+    pub input: Option<PathBuf>,
+}
+
+/// A setting that does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--action` is not NAME=KEY[:SEVERITY].
+    #[error("--action {0:?}: expected NAME=ROUTING_KEY[:SEVERITY]")]
+    ActionSyntax(String),
+    /// Bad action name.
+    #[error(transparent)]
+    ActionName(#[from] actions::InvalidName),
+    /// Two actions with one name.
+    #[error("--action {0:?} is given twice")]
+    DuplicateAction(String),
+    /// `env:VAR` names an unset variable.
+    #[error("action {action}: environment variable {var} is not set")]
+    MissingEnv {
+        /// Action name.
+        action: String,
+        /// Variable name.
+        var: String,
+    },
+    /// `file:PATH` cannot be read.
+    #[error("action {action}: cannot read routing key file {path}: {source}")]
+    KeyFile {
+        /// Action name.
+        action: String,
+        /// File path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key is empty or has spaces.
+    #[error("action {0}: the routing key is empty or contains white space")]
+    BadKey(String),
+    /// A URL that cannot be used.
+    #[error("{flag} {url}: only http and https URLs without credentials are supported")]
+    BadUrl {
+        /// Which flag.
+        flag: &'static str,
+        /// The URL given.
+        url: String,
+    },
+}
+
+/// Parses every `--action`.
+///
+/// # Errors
+/// The first action that does not parse, or whose key cannot be read.
+pub fn parse_actions(specs: &[String]) -> Result<Actions, ConfigError> {
+    let mut list = Vec::new();
+    for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let action = parse_action(spec)?;
+        if list.iter().any(|a: &Action| a.name == action.name) {
+            return Err(ConfigError::DuplicateAction(action.name));
+        }
+        list.push(action);
+    }
+    Actions::try_new(list).map_err(ConfigError::DuplicateAction)
+}
+
+/// Parses one `NAME=ROUTING_KEY[:SEVERITY]`.
+///
+/// # Errors
+/// See [`ConfigError`].
+pub fn parse_action(spec: &str) -> Result<Action, ConfigError> {
+    let (name, rest) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::ActionSyntax(redact_spec(spec)))?;
+    let name = name.trim();
+    actions::check_name(name)?;
+    let (key_spec, severity) = match rest.rsplit_once(':') {
+        Some((key, sev)) if sev.eq_ignore_ascii_case("auto") => (key, None),
+        Some((key, sev)) => match sev.parse::<Severity>() {
+            Ok(s) => (key, Some(s)),
+            Err(_) => (rest, None),
+        },
+        None => (rest, None),
+    };
+    let key = if let Some(var) = key_spec.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| ConfigError::MissingEnv {
+            action: name.to_owned(),
+            var: var.to_owned(),
+        })?
+    } else if let Some(path) = key_spec.strip_prefix("file:") {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+            action: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?
+    } else {
+        key_spec.to_owned()
+    };
+    let key = key.trim();
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(ConfigError::BadKey(name.to_owned()));
+    }
+    Ok(Action {
+        name: name.to_owned(),
+        routing_key: Secret::new(key),
+        severity,
+    })
+}
+
+/// An action spec with its key redacted, for error messages.
+fn redact_spec(spec: &str) -> String {
+    crate::secret::redact(spec)
+}
+
+/// Parses `1048576`, `512KiB`, `1MiB`, `1MB`, `64k`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1048576, 512KiB or 1MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("{s:?}: unknown unit; use B, KiB or MiB")),
+    };
+    n.checked_mul(mult)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// Checks a URL given on the command line.
+///
+/// # Errors
+/// When it is not plain http(s).
+pub fn check_url(flag: &'static str, url: &url::Url) -> Result<(), ConfigError> {
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadUrl {
+            flag,
+            url: url.to_string(),
+        })
+    }
+}
+
+/// Translation options from the shared flags.
+///
+/// # Errors
+/// When `--prefect-ui-url` is not plain http(s).
+pub fn translate_options(common: &CommonArgs) -> Result<translate::Options, ConfigError> {
+    if let Some(u) = &common.prefect_ui_url {
+        check_url("--prefect-ui-url", u)?;
+    }
+    Ok(translate::Options {
+        source: common.source.clone(),
+        ui_base: common.prefect_ui_url.clone(),
+    })
+}
+
+/// Validated `serve` settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Actions by name.
+    pub actions: Actions,
+    /// Translation options.
+    pub translate: translate::Options,
+    /// Events API base.
+    pub pagerduty_url: url::Url,
+    /// Log instead of sending.
+    pub dry_run: bool,
+    /// Body limit, bytes.
+    pub max_body: usize,
+    /// Concurrent sends.
+    pub max_in_flight: usize,
+    /// Queue bound.
+    pub queue_capacity: usize,
+}
+
+impl ServeConfig {
+    /// Validates `serve` flags.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let pagerduty_url = match (&args.pagerduty_url, args.region) {
+            (Some(u), _) => u.clone(),
+            (None, region) => {
+                let base = region.unwrap_or(Region::Us).base_url();
+                url::Url::parse(base).map_err(|_| ConfigError::BadUrl {
+                    flag: "--region",
+                    url: base.to_owned(),
+                })?
+            }
+        };
+        check_url("--pagerduty-url", &pagerduty_url)?;
+        Ok(Self {
+            listen: args.listen,
+            actions: parse_actions(&args.common.actions)?,
+            translate: translate_options(&args.common)?,
+            pagerduty_url,
+            dry_run: args.dry_run,
+            max_body: args.max_body,
+            max_in_flight: usize::from(args.max_in_flight),
+            queue_capacity: args.queue_capacity.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_with_and_without_severity() {
+        let a = parse_action("prod=0123456789abcdef0123456789abcdef:critical").expect("parses");
+        assert_eq!(a.name, "prod");
+        assert_eq!(a.routing_key.expose(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(a.severity, Some(Severity::Critical));
+        let b = parse_action("dev=0123456789abcdef0123456789abcdef").expect("parses");
+        assert_eq!(b.severity, None);
+        let c = parse_action("x=0123456789abcdef0123456789abcdef:auto").expect("parses");
+        assert_eq!(c.severity, None);
+    }
+
+    #[test]
+    fn key_files_are_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("key");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").expect("write");
+        let a = parse_action(&format!("f=file:{}:warning", path.display())).expect("parses");
+        assert_eq!(a.routing_key.expose(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(a.severity, Some(Severity::Warning));
+        assert!(matches!(
+            parse_action("f=file:/nonexistent/key"),
+            Err(ConfigError::KeyFile { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_actions_are_refused_without_echoing_the_key() {
+        let err = parse_action("noequals0123456789abcdef").expect_err("no =");
+        assert!(!err.to_string().contains("0123456789abcdef"));
+        assert!(parse_action("a b=k").is_err());
+        assert!(parse_action("a=").is_err());
+        assert!(parse_action("a=env:PPB_TEST_SURELY_UNSET_VAR").is_err());
+        assert!(parse_actions(&["a=k1234".into(), "a=k5678".into()]).is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1GiB").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,57 @@
+//! The `prefect-pagerduty-bridge` binary: parse flags, install the process-wide
+//! crypto provider and logger, run the subcommand, map failure to exit code 2.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use prefect_pagerduty_bridge::cli;
+use prefect_pagerduty_bridge::config::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    // reqwest is built without a provider (no aws-lc); it panics if none is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match &args.command {
+        Command::Translate(t) => cli::translate(t).and_then(|v| print_json(&v)),
+        Command::Serve(s) => {
+            init_logging(s.log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(cli::serve(s)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prefect-pagerduty-bridge: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

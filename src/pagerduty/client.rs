@@ -1,0 +1,271 @@
+//! The one place that talks HTTP to PagerDuty, and how its answers are read.
+//!
+//! Every answer becomes an [`Outcome`]: PagerDuty's retry table
+//! (`FACTS.md` §1.5) says 202 is done, 400 must not be retried, and 429, 5xx
+//! and network errors must be. What to do about a retry is the caller's call.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Event;
+
+/// How long to wait for PagerDuty to connect and to answer in full.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What became of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: PagerDuty took the event.
+    Accepted {
+        /// The dedup key PagerDuty reports.
+        dedup_key: Option<String>,
+    },
+    /// 429: PagerDuty did not take the event; send it again later.
+    RateLimited {
+        /// From `Retry-After` or `ratelimit-reset`, when PagerDuty sent one.
+        retry_after: Option<Duration>,
+    },
+    /// 4xx other than 429: the event itself is wrong; sending it again is futile.
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// PagerDuty's `message` and `errors[]`, joined.
+        errors: Vec<String>,
+    },
+    /// 5xx, or an answer we cannot read: retry later.
+    ServerError {
+        /// HTTP status.
+        status: u16,
+        /// Start of the body, for the log.
+        detail: String,
+    },
+    /// No answer: refused, reset, timed out.
+    Unreachable {
+        /// What went wrong, without the URL's secrets (there are none in it).
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Whether sending the same event again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::ServerError { .. } | Self::Unreachable { .. }
+        )
+    }
+
+    /// The status code, or 0 when there was no answer; for logs and metrics.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Accepted { .. } => 202,
+            Self::RateLimited { .. } => 429,
+            Self::Rejected { status, .. } | Self::ServerError { status, .. } => *status,
+            Self::Unreachable { .. } => 0,
+        }
+    }
+}
+
+/// Sends events to one Events API v2 endpoint.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    enqueue_url: url::Url,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    dedup_key: Option<String>,
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the PagerDuty HTTP client: {0}")]
+pub struct BuildError(#[from] reqwest::Error);
+
+// === impl Client ===
+
+impl Client {
+    /// A client for `base` (e.g. `https://events.pagerduty.com`), posting to
+    /// `base` + `/v2/enqueue`.
+    ///
+    /// # Errors
+    /// When the TLS stack cannot be set up (no crypto provider installed).
+    pub fn try_new(base: &url::Url) -> Result<Self, BuildError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("prefect-pagerduty-bridge/", env!("CARGO_PKG_VERSION")))
+            // Where events go is configuration, never something a redirect picks.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            enqueue_url: enqueue_url(base),
+        })
+    }
+
+    /// The full URL events are posted to.
+    pub fn enqueue_url(&self) -> &url::Url {
+        &self.enqueue_url
+    }
+
+    /// Posts one event and classifies the answer.
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the request; PagerDuty may or may not have taken it,
+    /// which is safe because events carry dedup keys.
+    pub async fn send(&self, event: &Event) -> Outcome {
+        let response = match self.http.post(self.enqueue_url.clone()).json(event).send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Unreachable { reason: describe(&e) },
+        };
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Unreachable { reason: describe(&e) },
+        };
+        let answer: Option<Answer> = serde_json::from_slice(&body).ok();
+        match status {
+            200..=299 => Outcome::Accepted {
+                dedup_key: answer.and_then(|a| a.dedup_key),
+            },
+            429 => Outcome::RateLimited { retry_after },
+            400..=499 => {
+                let mut errors = Vec::new();
+                if let Some(a) = answer {
+                    errors.extend(a.message);
+                    errors.extend(a.errors);
+                }
+                if errors.is_empty() {
+                    errors.push(excerpt(&body));
+                }
+                Outcome::Rejected { status, errors }
+            }
+            _ => Outcome::ServerError {
+                status,
+                detail: excerpt(&body),
+            },
+        }
+    }
+}
+
+/// `base` with `/v2/enqueue` appended to its path.
+pub fn enqueue_url(base: &url::Url) -> url::Url {
+    let mut url = base.clone();
+    let path = format!("{}/v2/enqueue", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display includes the URL, which holds no secret; the source
+    // chain says why (refused, reset, TLS).
+    let mut reason = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    crate::pagerduty::truncate_chars(text.trim(), 500)
+}
+
+/// Reads `Retry-After` (seconds or an HTTP date) or `ratelimit-reset`
+/// (seconds). PagerDuty documents neither for the Events API, but honours
+/// them if it ever sends them (`FACTS.md` §1.5).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = value("retry-after") {
+        if let Ok(secs) = v.parse::<u64>() {
+            return Some(Duration::from_secs(secs));
+        }
+        if let Ok(when) = jiff::fmt::rfc2822::parse(v) {
+            let now = jiff::Timestamp::now();
+            let delta = when.timestamp().as_second() - now.as_second();
+            return Some(Duration::from_secs(delta.max(0).unsigned_abs()));
+        }
+    }
+    value("ratelimit-reset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enqueue_path_is_appended_once() {
+        let u = |s: &str| url::Url::parse(s).expect("valid url");
+        assert_eq!(
+            enqueue_url(&u("https://events.pagerduty.com")).as_str(),
+            "https://events.pagerduty.com/v2/enqueue"
+        );
+        assert_eq!(
+            enqueue_url(&u("http://127.0.0.1:9/pd/")).as_str(),
+            "http://127.0.0.1:9/pd/v2/enqueue"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_ratelimit_reset() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("ratelimit-reset", http::HeaderValue::from_static("42"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(42)));
+        h.insert("retry-after", http::HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            "retry-after",
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn only_429_5xx_and_network_errors_are_retryable() {
+        assert!(Outcome::RateLimited { retry_after: None }.is_retryable());
+        assert!(
+            Outcome::ServerError {
+                status: 503,
+                detail: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            Outcome::Unreachable {
+                reason: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !Outcome::Rejected {
+                status: 400,
+                errors: vec![]
+            }
+            .is_retryable()
+        );
+        assert!(!Outcome::Accepted { dedup_key: None }.is_retryable());
+    }
+}

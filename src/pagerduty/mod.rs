@@ -1,0 +1,542 @@
+//! PagerDuty Events API v2: the event model and every documented limit.
+//!
+//! The limits are not in PagerDuty's OpenAPI spec, only in its developer docs
+//! (`shared/pagerduty/FACTS.md` §1.2-1.4), and senders that skip them get
+//! silent 400s (alertmanager#1700, grafana#18727). So [`Event::fit`] enforces
+//! them before anything is queued: summary ≤ 1024 characters, dedup key ≤ 255,
+//! body ≤ 512,000 bytes, links only http(s). The HTTP client is in [`client`].
+
+pub mod client;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::secret::Secret;
+
+/// PagerDuty's summary limit, counted in Unicode scalar values (alertmanager
+/// counts runes too: byte truncation splits multibyte characters).
+pub const MAX_SUMMARY_CHARS: usize = 1024;
+/// PagerDuty's dedup key limit.
+pub const MAX_DEDUP_KEY_CHARS: usize = 255;
+/// PagerDuty's request size limit; 512 KB read as 512,000 bytes, as
+/// Alertmanager and Grafana do.
+pub const MAX_EVENT_BYTES: usize = 512_000;
+/// Our own cap for `source`, `component`, `group` and `class`, which come from
+/// user-named Prefect objects; PagerDuty documents none, and without one a
+/// single huge name could push the event past the size limit.
+pub const MAX_FIELD_CHARS: usize = 1024;
+/// Our cap on link URLs; longer ones are dropped, not cut (a cut URL is wrong).
+pub const MAX_LINK_CHARS: usize = 2048;
+/// Our cap on the number of links on one event.
+pub const MAX_LINKS: usize = 16;
+
+/// PagerDuty alert severity; drives urgency on services set to
+/// "dynamic notifications": critical and error page at high urgency,
+/// warning and info at low (`FACTS.md` §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// High urgency.
+    Critical,
+    /// High urgency.
+    Error,
+    /// Low urgency.
+    Warning,
+    /// Low urgency.
+    Info,
+}
+
+impl Severity {
+    /// Every severity, most severe first.
+    pub const ALL: [Severity; 4] = [Self::Critical, Self::Error, Self::Warning, Self::Info];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Critical => "critical",
+            Self::Error => "error",
+            Self::Warning => "warning",
+            Self::Info => "info",
+        }
+    }
+
+    /// Whether PagerDuty's default severity-based urgency pages at high urgency.
+    pub fn is_high_urgency(self) -> bool {
+        matches!(self, Self::Critical | Self::Error)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A severity name that is not one of PagerDuty's four.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown severity {0:?}: expected critical, error, warning or info")]
+pub struct UnknownSeverity(pub String);
+
+impl FromStr for Severity {
+    type Err = UnknownSeverity;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // PagerDuty itself is case-sensitive; we accept any case on input and
+        // always send lower case.
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" => Ok(Self::Critical),
+            "error" => Ok(Self::Error),
+            "warning" => Ok(Self::Warning),
+            "info" => Ok(Self::Info),
+            _ => Err(UnknownSeverity(s.to_owned())),
+        }
+    }
+}
+
+/// `event_action` of an alert event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventAction {
+    /// Open or update an alert.
+    Trigger,
+    /// Acknowledge an open alert.
+    Acknowledge,
+    /// Resolve an open alert.
+    Resolve,
+}
+
+impl EventAction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trigger => "trigger",
+            Self::Acknowledge => "acknowledge",
+            Self::Resolve => "resolve",
+        }
+    }
+}
+
+impl fmt::Display for EventAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link shown on the alert and incident. Top level of the event, not inside
+/// `payload` (keep puts them there and PagerDuty ignores them, `FACTS.md` §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// An `http` or `https` URL.
+    pub href: String,
+    /// What the link opens, e.g. "Flow run amber-otter".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// PD-CEF payload of a trigger event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// Alert title; 1..=1024 characters.
+    pub summary: String,
+    /// Where the problem is.
+    pub source: String,
+    /// Drives urgency.
+    pub severity: Severity,
+    /// RFC 3339; the Prefect event's `occurred`, since we may deliver late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// e.g. the flow or work pool name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// e.g. the deployment or work pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// e.g. the Prefect event name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Structured details; nested objects are fine for Event Orchestration rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_details: Option<Map<String, Value>>,
+}
+
+/// One Events API v2 alert event, as sent to `/v2/enqueue`.
+///
+/// `Serialize` writes the real routing key, because that is the wire format;
+/// for logs use [`Event::to_redacted_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The integration key; formatting it shows only its last four characters.
+    #[serde(serialize_with = "expose_secret", deserialize_with = "secret_from_str")]
+    pub routing_key: Secret,
+    /// trigger, acknowledge or resolve.
+    pub event_action: EventAction,
+    /// Stable key tying triggers to resolves; ≤ 255 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+    /// Present on triggers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Payload>,
+    /// Monitoring client name; trigger only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Monitoring client URL; trigger only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    /// Links back to Prefect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+}
+
+fn expose_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose())
+}
+
+fn secret_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    String::deserialize(d).map(Secret::new)
+}
+
+// === impl Event ===
+
+impl Event {
+    /// A resolve for `dedup_key`; PagerDuty needs nothing else for it.
+    pub fn resolve(routing_key: Secret, dedup_key: String) -> Self {
+        Self {
+            routing_key,
+            event_action: EventAction::Resolve,
+            dedup_key: Some(dedup_key),
+            payload: None,
+            client: None,
+            client_url: None,
+            links: Vec::new(),
+        }
+    }
+
+    /// Brings the event within every documented limit; see the module docs.
+    ///
+    /// Idempotent. Over-size events lose their largest `custom_details` values
+    /// first, and the keys cut are listed in `custom_details._truncated`.
+    pub fn fit(&mut self) {
+        if let Some(key) = self.dedup_key.take() {
+            self.dedup_key = Some(fit_dedup_key(&key));
+        }
+        if let Some(payload) = self.payload.as_mut() {
+            payload.summary = fit_summary(&payload.summary);
+            payload.source = fit_field(&payload.source).unwrap_or_else(|| "prefect".to_owned());
+            for field in [&mut payload.component, &mut payload.group, &mut payload.class] {
+                *field = field.as_deref().and_then(fit_field);
+            }
+        }
+        self.client = self.client.as_deref().and_then(fit_field);
+        self.client_url = self.client_url.take().filter(|u| is_safe_url(u));
+        let mut seen = Vec::new();
+        self.links.retain(|link| {
+            let keep = is_safe_url(&link.href) && !seen.contains(&link.href);
+            if keep {
+                seen.push(link.href.clone());
+            }
+            keep
+        });
+        self.links.truncate(MAX_LINKS);
+        for link in &mut self.links {
+            link.text = link.text.as_deref().and_then(fit_field);
+        }
+        self.fit_size();
+    }
+
+    fn wire_len(&self) -> usize {
+        serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX)
+    }
+
+    fn fit_size(&mut self) {
+        let mut size = self.wire_len();
+        let mut cut: Vec<String> = Vec::new();
+        // Each round shrinks the largest detail; a bounded number of rounds
+        // keeps a pathological input (all escapes) from looping for long.
+        for _ in 0..64 {
+            if size <= MAX_EVENT_BYTES {
+                return;
+            }
+            let Some(details) = self.payload.as_mut().and_then(|p| p.custom_details.as_mut()) else {
+                break;
+            };
+            let Some((key, value_len)) = details
+                .iter()
+                .filter(|(k, _)| k.as_str() != "_truncated")
+                .map(|(k, v)| (k.clone(), serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)))
+                .max_by_key(|(_, len)| *len)
+            else {
+                break;
+            };
+            let excess = size - MAX_EVENT_BYTES;
+            let replacement = match details.get(&key) {
+                Some(Value::String(s)) if s.len() > excess + 256 => {
+                    let mut end = s.len() - excess - 256;
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    Value::String(format!("{}…", &s[..end]))
+                }
+                _ => Value::String(format!(
+                    "[removed: {value_len} bytes; the event exceeded PagerDuty's {MAX_EVENT_BYTES}-byte limit]"
+                )),
+            };
+            details.insert(key.clone(), replacement);
+            if !cut.contains(&key) {
+                cut.push(key);
+            }
+            details.insert("_truncated".to_owned(), Value::from(cut.clone()));
+            size = self.wire_len();
+        }
+        if size > MAX_EVENT_BYTES
+            && let Some(payload) = self.payload.as_mut()
+        {
+            let mut only = Map::new();
+            only.insert("_truncated".to_owned(), Value::from("all custom_details"));
+            payload.custom_details = Some(only);
+        }
+    }
+
+    /// The event as JSON with the routing key redacted, for logs and dry runs.
+    pub fn to_redacted_json(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("routing_key".to_owned(), Value::from(self.routing_key.redacted()));
+        }
+        value
+    }
+
+    /// Checks this event against the documented limits and the spec's enums
+    /// and required fields; returns every problem found.
+    ///
+    /// # Errors
+    /// A list of human-readable violations.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.routing_key.expose().is_empty() {
+            problems.push("routing_key is empty".to_owned());
+        }
+        match &self.dedup_key {
+            Some(k) if k.chars().count() > MAX_DEDUP_KEY_CHARS => {
+                problems.push(format!("dedup_key is over {MAX_DEDUP_KEY_CHARS} characters"))
+            }
+            Some(k) if k.is_empty() => problems.push("dedup_key is empty".to_owned()),
+            None if self.event_action != EventAction::Trigger => {
+                problems.push("dedup_key is required for acknowledge and resolve".to_owned())
+            }
+            _ => {}
+        }
+        match (&self.payload, self.event_action) {
+            (None, EventAction::Trigger) => problems.push("payload is required for trigger".to_owned()),
+            (Some(p), _) => {
+                let n = p.summary.chars().count();
+                if n == 0 || n > MAX_SUMMARY_CHARS {
+                    problems.push(format!(
+                        "payload.summary has {n} characters (1..={MAX_SUMMARY_CHARS})"
+                    ));
+                }
+                if p.source.is_empty() {
+                    problems.push("payload.source is empty".to_owned());
+                }
+                if let Some(ts) = &p.timestamp
+                    && ts.parse::<jiff::Timestamp>().is_err()
+                {
+                    problems.push(format!("payload.timestamp {ts:?} is not RFC 3339"));
+                }
+            }
+            _ => {}
+        }
+        for link in &self.links {
+            if !is_safe_url(&link.href) {
+                problems.push(format!("link {:?} is not a plain http(s) URL", link.href));
+            }
+        }
+        let size = self.wire_len();
+        if size > MAX_EVENT_BYTES {
+            problems.push(format!("event is {size} bytes (max {MAX_EVENT_BYTES})"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Cuts a summary to 1024 characters, ending in `…` when cut; never empty.
+pub fn fit_summary(summary: &str) -> String {
+    let one_line: String = summary
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let one_line = one_line.trim();
+    if one_line.is_empty() {
+        return "Prefect alert (no summary)".to_owned();
+    }
+    truncate_chars(one_line, MAX_SUMMARY_CHARS)
+}
+
+/// Cuts `s` to at most `max` characters, the last being `…` when cut.
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn fit_field(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| truncate_chars(value, MAX_FIELD_CHARS))
+}
+
+/// Keeps a dedup key that fits; replaces a longer one with its SHA-256 digest
+/// (hex), as Alertmanager does, so it stays stable across events.
+pub fn fit_dedup_key(key: &str) -> String {
+    if !key.is_empty() && key.chars().count() <= MAX_DEDUP_KEY_CHARS {
+        return key.to_owned();
+    }
+    format!("sha256/{}", sha256_hex(key.as_bytes()))
+}
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `href` is safe to put on an alert: an absolute `http`/`https` URL
+/// with a host, no user name or password, and at most 2048 characters.
+pub fn is_safe_url(href: &str) -> bool {
+    if href.len() > MAX_LINK_CHARS {
+        return false;
+    }
+    match url::Url::parse(href) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.username().is_empty()
+                && u.password().is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(details: Map<String, Value>) -> Event {
+        Event {
+            routing_key: Secret::new("R0UTINGKEY0000000000000000000000"),
+            event_action: EventAction::Trigger,
+            dedup_key: Some("prefect/flow-run/x".to_owned()),
+            payload: Some(Payload {
+                summary: "s".to_owned(),
+                source: "prefect".to_owned(),
+                severity: Severity::Error,
+                timestamp: None,
+                component: None,
+                group: None,
+                class: None,
+                custom_details: Some(details),
+            }),
+            client: None,
+            client_url: None,
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn summary_is_cut_at_1024_scalar_values_without_splitting_a_char() {
+        let long = "é".repeat(2000);
+        let cut = fit_summary(&long);
+        assert_eq!(cut.chars().count(), 1024);
+        assert!(cut.ends_with('…'));
+        assert_eq!(fit_summary(&"x".repeat(1024)), "x".repeat(1024));
+        assert_eq!(fit_summary("  \n "), "Prefect alert (no summary)");
+        assert_eq!(fit_summary("a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn long_dedup_keys_become_a_stable_digest() {
+        let long = "k".repeat(256);
+        let a = fit_dedup_key(&long);
+        assert_eq!(a, fit_dedup_key(&long));
+        assert!(a.len() <= MAX_DEDUP_KEY_CHARS);
+        assert!(a.starts_with("sha256/"));
+        assert_eq!(fit_dedup_key(&"k".repeat(255)), "k".repeat(255));
+    }
+
+    #[test]
+    fn sha256_matches_a_known_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn oversize_events_lose_their_largest_details_first() {
+        let mut details = Map::new();
+        details.insert("small".into(), Value::from("keep me"));
+        details.insert("big".into(), Value::from("x".repeat(900_000)));
+        details.insert("medium".into(), Value::from("y".repeat(1000)));
+        let mut event = trigger(details);
+        event.fit();
+        assert!(event.check().is_ok(), "{:?}", event.check());
+        let d = event
+            .payload
+            .as_ref()
+            .and_then(|p| p.custom_details.as_ref())
+            .expect("details");
+        assert_eq!(d["small"], "keep me");
+        assert_eq!(d["medium"].as_str().map(str::len), Some(1000));
+        assert_eq!(d["_truncated"], serde_json::json!(["big"]));
+        assert!(d["big"].as_str().is_some_and(|s| s.ends_with('…')));
+    }
+
+    #[test]
+    fn many_escaped_values_still_fit() {
+        let mut details = Map::new();
+        for i in 0..40 {
+            details.insert(format!("k{i}"), Value::from("\u{1}".repeat(20_000)));
+        }
+        let mut event = trigger(details);
+        event.fit();
+        assert!(event.check().is_ok(), "{:?}", event.check());
+    }
+
+    #[test]
+    fn only_plain_http_links_survive() {
+        assert!(is_safe_url("https://app.prefect.cloud/account/a/workspace/w"));
+        assert!(is_safe_url("http://127.0.0.1:4200/runs/flow-run/1"));
+        assert!(!is_safe_url("None"));
+        assert!(!is_safe_url("javascript:alert(1)"));
+        assert!(!is_safe_url("https://user:pw@example.com/"));
+        assert!(!is_safe_url("file:///etc/passwd"));
+        assert!(!is_safe_url(&format!("https://e.com/{}", "a".repeat(2100))));
+    }
+
+    #[test]
+    fn severity_parses_any_case_and_serialises_lower_case() {
+        assert_eq!("CRITICAL".parse::<Severity>().ok(), Some(Severity::Critical));
+        assert!("high".parse::<Severity>().is_err());
+        assert_eq!(
+            serde_json::to_string(&Severity::Warning).ok().as_deref(),
+            Some("\"warning\"")
+        );
+    }
+
+    #[test]
+    fn redacted_json_hides_the_routing_key() {
+        let event = trigger(Map::new());
+        let text = event.to_redacted_json().to_string();
+        assert!(!text.contains("R0UTINGKEY"));
+        assert!(serde_json::to_string(&event).is_ok_and(|s| s.contains("R0UTINGKEY")));
+    }
+}
