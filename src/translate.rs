@@ -188,13 +188,11 @@ fn decide(n: &Notification) -> (Disposition, Severity) {
     let event = n.event.as_deref().unwrap_or_default();
     let suffix = event.rsplit('.').next().unwrap_or_default();
     let decided = match n.resource.as_ref().map(|r| &r.kind) {
-        Some(Kind::FlowRun | Kind::TaskRun) | None if n.state.is_some() || event.contains("sla") => {
-            if event.starts_with("prefect.sla.") {
-                (Trigger(AlertClass::Lateness), Severity::Warning)
-            } else {
-                run_state(n)
-            }
-        }
+        _ if event.starts_with("prefect.sla.") => (Trigger(AlertClass::Lateness), Severity::Warning),
+        Some(Kind::FlowRun | Kind::TaskRun) | None if n.state.is_some() => run_state(n),
+        // An automation fired about this run, but the payload says nothing
+        // of its state: page, since someone chose to be told.
+        Some(Kind::FlowRun | Kind::TaskRun) => (Trigger(AlertClass::Automation), Severity::Error),
         Some(Kind::WorkPool | Kind::WorkQueue | Kind::Deployment) => match suffix {
             "not-ready" => (Trigger(AlertClass::Health), Severity::Error),
             "ready" => (Resolve(ResolveScope::Any), Severity::Info),
@@ -206,7 +204,9 @@ fn decide(n: &Notification) -> (Disposition, Severity) {
             _ => (Trigger(AlertClass::Notice), Severity::Info),
         },
         Some(Kind::Automation) => (Trigger(AlertClass::Automation), Severity::Error),
-        None if n.envelope.is_some() => (Trigger(AlertClass::Automation), Severity::Error),
+        None if n.envelope.is_some() || n.automation.is_some() || n.format == Format::Notification => {
+            (Trigger(AlertClass::Automation), Severity::Error)
+        }
         _ => (Trigger(AlertClass::Notice), Severity::Info),
     };
     // A proactive automation fires because an expected event did NOT come;
@@ -285,7 +285,12 @@ fn dedup_key(n: &Notification, action: &str) -> String {
         return format!("prefect/event/{id}");
     }
     let digest = n.body_digest.as_deref().unwrap_or("none");
-    format!("prefect/unrecognised/{action}/{digest}")
+    let what = if n.is_recognised() {
+        "payload"
+    } else {
+        "unrecognised"
+    };
+    format!("prefect/{what}/{action}/{digest}")
 }
 
 fn ref_label(r: &Option<Ref>) -> Option<&str> {
@@ -338,7 +343,7 @@ fn summary(n: &Notification, class: AlertClass, action: &str) -> String {
         return format!("{run} {what}{after} (SLA {})", sla.kind);
     }
     if n.format == Format::Notification
-        && n.resource.is_none()
+        && n.state.is_none()
         && let Some(text) = n.subject.as_deref().or(n.message.as_deref())
     {
         return text.to_owned();
@@ -358,12 +363,12 @@ fn summary(n: &Notification, class: AlertClass, action: &str) -> String {
     let suffix = event.rsplit('.').next().unwrap_or(event);
     let automation = ref_label(&n.automation);
     match n.resource.as_ref().map(|r| &r.kind) {
-        Some(Kind::FlowRun | Kind::TaskRun) | None
-            if n.state.is_some() || event.starts_with("prefect.sla.") =>
-        {
-            if event.starts_with("prefect.sla.") {
-                return format!("{run} violated an SLA");
-            }
+        _ if event.starts_with("prefect.sla.") => format!("{run} violated an SLA"),
+        Some(Kind::FlowRun | Kind::TaskRun) if n.state.is_none() => {
+            let auto = automation.map(|a| format!(" {a}")).unwrap_or_default();
+            format!("Prefect automation{auto} fired: {run} (the payload names no state)")
+        }
+        Some(Kind::FlowRun | Kind::TaskRun) | None if n.state.is_some() => {
             if n.posture.as_deref() == Some("Proactive") {
                 let auto = automation
                     .map(|a| format!(" (automation {a})"))

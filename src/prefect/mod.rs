@@ -335,8 +335,8 @@ pub struct Notification {
     pub keys: Vec<String>,
     /// Size of the request body.
     pub body_bytes: usize,
-    /// Short SHA-256 of an unrecognised body, so that repeats of one body
-    /// share an alert.
+    /// Short SHA-256 of the body, the dedup key of last resort: repeats of
+    /// one body share an alert.
     pub body_digest: Option<String>,
 }
 
@@ -356,9 +356,7 @@ pub fn parse(body: &[u8], event_id_header: Option<&str>) -> Notification {
     };
     read_body(&mut n, body, 0);
     finish(&mut n);
-    if !n.is_recognised() {
-        n.body_digest = Some(crate::pagerduty::sha256_hex(body)[..16].to_owned());
-    }
+    n.body_digest = Some(crate::pagerduty::sha256_hex(body)[..16].to_owned());
     if n.event_id.is_none() {
         n.event_id = event_id_header
             .map(str::trim)
@@ -392,10 +390,60 @@ fn finish(n: &mut Notification) {
     {
         state.kind = Some(state_type_from_name(name).to_owned());
     }
+    // Prefect UI URLs name their object (FACTS §10); so do the URLs that
+    // `{{ flow_run | ui_url }}` puts into notification text.
+    let urls: Vec<String> = n.urls.iter().map(|(_, u, _)| u.clone()).collect();
+    for url in &urls {
+        ids_from_url(n, url);
+    }
+    if n.resource.is_none() && n.flow_run.is_none() {
+        let texts = [n.subject.clone(), n.message.clone()];
+        for text in texts.iter().flatten() {
+            let words =
+                text.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '(' | ')' | '<' | '>'));
+            for word in words {
+                if word.starts_with("http://") || word.starts_with("https://") {
+                    let word = word.trim_end_matches(['.', ',', ';']);
+                    ids_from_url(n, word);
+                    push_url(n, LinkKind::Other, word, Some("Prefect".to_owned()));
+                } else if let Some((Kind::FlowRun, id)) = split_resource_id(word) {
+                    Ref::fill(&mut n.flow_run, Some(id), None);
+                }
+            }
+        }
+    }
     if n.resource.is_none()
         && let Some(id) = n.flow_run.as_ref().and_then(|r| r.id.clone())
     {
         set_resource(n, Kind::FlowRun, &id);
+    }
+}
+
+/// Fills object ids from a Prefect UI URL such as `…/runs/flow-run/<id>`.
+fn ids_from_url(n: &mut Notification, url: &str) {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let segments: Vec<&str> = path.split('/').collect();
+    for w in segments.windows(3) {
+        let id = Some(w[2]).filter(|s| !s.is_empty());
+        match (w[0], w[1]) {
+            ("runs", "flow-run") => Ref::fill(&mut n.flow_run, id, None),
+            ("runs", "task-run") => Ref::fill(&mut n.task_run, id, None),
+            ("flows", "flow") => Ref::fill(&mut n.flow, id, None),
+            ("deployments", "deployment") => Ref::fill(&mut n.deployment, id, None),
+            ("work-queues", "work-queue") => Ref::fill(&mut n.work_queue, id, None),
+            ("automations", "automation") => Ref::fill(&mut n.automation, id, None),
+            ("work-pools", "work-pool") => {
+                // Pool pages are addressed by URL-quoted name.
+                let name = id.map(|s| {
+                    url::form_urlencoded::parse(format!("n={s}").as_bytes())
+                        .map(|(_, v)| v.into_owned())
+                        .next()
+                        .unwrap_or_default()
+                });
+                Ref::fill(&mut n.work_pool, None, name.as_deref());
+            }
+            _ => {}
+        }
     }
 }
 

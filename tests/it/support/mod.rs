@@ -1,0 +1,82 @@
+//! Shared test support: the PagerDuty double, the spec check, the bridge
+//! process, fixtures and an HTTP client.
+
+#![allow(dead_code)]
+
+pub mod bridge;
+pub mod pagerduty;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// A 32-character integration key, as PagerDuty issues them.
+pub const KEY_A: &str = "R0UTINGKEYAAAAAAAAAAAAAAAAAAAAAA";
+/// Another one.
+pub const KEY_B: &str = "R0UTINGKEYBBBBBBBBBBBBBBBBBBBBBB";
+
+/// `fixtures/`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// One captured request: its raw body and `X-PREFECT-EVENT-ID`, if any.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// Raw body bytes.
+    pub body: Vec<u8>,
+    /// `X-PREFECT-EVENT-ID` header.
+    pub event_id: Option<String>,
+}
+
+/// The requests in a capture file: Prefect 3 captures are lists of requests
+/// with a raw `body`; Prefect 1 samples are `{headers, body}` objects.
+pub fn captures(path: &Path) -> Vec<Capture> {
+    let text = std::fs::read_to_string(path).expect("fixture readable");
+    let v: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    match v {
+        Value::Array(requests) => requests
+            .iter()
+            .map(|r| Capture {
+                body: r["body"].as_str().expect("raw body").as_bytes().to_vec(),
+                event_id: r["headers"].as_array().and_then(|h| {
+                    h.iter().find_map(|pair| {
+                        let pair = pair.as_array()?;
+                        (pair.first()?.as_str()?.eq_ignore_ascii_case("x-prefect-event-id"))
+                            .then(|| pair.get(1)?.as_str().map(str::to_owned))?
+                    })
+                }),
+            })
+            .collect(),
+        Value::Object(o) => vec![Capture {
+            body: o["body"].to_string().into_bytes(),
+            event_id: o["headers"]["X-PREFECT-EVENT-ID"].as_str().map(str::to_owned),
+        }],
+        _ => panic!("unexpected fixture shape in {}", path.display()),
+    }
+}
+
+/// The first request of a Prefect 3 capture, by scenario name.
+pub fn capture(name: &str) -> Vec<u8> {
+    captures(&fixtures().join(format!("prefect/captures/{name}.json")))
+        .remove(0)
+        .body
+}
+
+/// An HTTP client for talking to the bridge.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().build().expect("client")
+}
+
+/// Posts `body` with no Content-Type, as Prefect's call-webhook does.
+pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let res = client().post(url).body(body).send().await.expect("request");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("response is not JSON: {text:?}")),
+    )
+}

@@ -1,0 +1,269 @@
+//! A PagerDuty Events API v2 double: a real HTTP server on loopback that
+//! checks every request against the official spec and the documented limits
+//! ([`super::spec`]) and answers as PagerDuty does: 202 with a dedup key, 400
+//! with `errors`, 429, or 5xx, as a test scripts it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::spec::Spec;
+
+/// How the double answers a valid event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// 202 Accepted.
+    Accept,
+    /// 429, with `Retry-After: <secs>` when given.
+    RateLimit(Option<u64>),
+    /// Any other status (500, 503, …) with PagerDuty's error body.
+    Status(u16),
+}
+
+/// One request the double received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The parsed body (`Null` when it was not JSON).
+    pub body: Value,
+    /// Spec and limit violations; empty when valid.
+    pub errors: Vec<String>,
+    /// The status answered.
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// `event_action`.
+    pub fn action(&self) -> &str {
+        self.body["event_action"].as_str().unwrap_or_default()
+    }
+
+    /// `dedup_key`.
+    pub fn dedup_key(&self) -> &str {
+        self.body["dedup_key"].as_str().unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    spec: Spec,
+    received: Mutex<Vec<Received>>,
+    default: Mutex<Reply>,
+    script: Mutex<VecDeque<Reply>>,
+    delay: Mutex<Duration>,
+    notify: Notify,
+}
+
+/// A running double; stops when dropped.
+#[derive(Debug)]
+pub struct Double {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Double {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Double {
+    /// Starts on a free loopback port, answering 202.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind double");
+        let addr = listener.local_addr().expect("double addr");
+        let shared = Arc::new(Shared {
+            spec: Spec::load(),
+            received: Mutex::new(Vec::new()),
+            default: Mutex::new(Reply::Accept),
+            script: Mutex::new(VecDeque::new()),
+            delay: Mutex::new(Duration::ZERO),
+            notify: Notify::new(),
+        });
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, shared, task }
+    }
+
+    /// The base URL to give the bridge as `--pagerduty-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How valid events are answered from now on.
+    pub fn set_reply(&self, reply: Reply) {
+        *self.shared.default.lock().expect("lock") = reply;
+    }
+
+    /// Answers the next valid events with these, then the default again.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.script.lock().expect("lock").extend(replies);
+    }
+
+    /// Waits this long before answering each request.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().expect("lock") = delay;
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().expect("lock").clone()
+    }
+
+    /// Events answered 202 so far.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.status == 202).collect()
+    }
+
+    /// Waits until `pred` holds for what was received, or panics after `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.notify.notified();
+            let seen = self.received();
+            if pred(&seen) {
+                return seen;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let seen = self.received();
+                if pred(&seen) {
+                    return seen;
+                }
+                panic!(
+                    "timed out waiting for {what}; the double received {} request(s): {:#?}",
+                    seen.len(),
+                    seen
+                );
+            }
+        }
+    }
+
+    /// Waits until `n` events were answered 202.
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, &format!("{n} accepted event(s)"), |r| {
+            r.iter().filter(|r| r.status == 202).count() >= n
+        })
+        .await
+        .into_iter()
+        .filter(|r| r.status == 202)
+        .collect()
+    }
+}
+
+async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/v2/enqueue" || req.method() != hyper::Method::POST {
+        return reply(404, json!({"status": "not found", "message": "Not Found"}), None);
+    }
+    let content_type_ok = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let raw = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let delay = *state.delay.lock().expect("lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut errors = state.spec.check_enqueue(&raw);
+    if !content_type_ok {
+        errors.push("Content-Type must be application/json".to_owned());
+    }
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let (status, response, retry_after) = if !errors.is_empty() {
+        (
+            400,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}),
+            None,
+        )
+    } else {
+        let next = state.script.lock().expect("lock").pop_front();
+        match next.unwrap_or_else(|| state.default.lock().expect("lock").clone()) {
+            Reply::Accept => {
+                let key = body["dedup_key"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{:032x}", rand_u128()));
+                (
+                    202,
+                    json!({"status": "success", "message": "Event processed", "dedup_key": key}),
+                    None,
+                )
+            }
+            Reply::RateLimit(after) => (
+                429,
+                json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly. Please retry later."}),
+                after,
+            ),
+            Reply::Status(code) => (
+                code,
+                json!({"status": "error", "message": "Internal Server Error"}),
+                None,
+            ),
+        }
+    };
+    state.received.lock().expect("lock").push(Received {
+        body,
+        errors,
+        status,
+        at: Instant::now(),
+    });
+    state.notify.notify_waiters();
+    reply(status, response, retry_after)
+}
+
+fn reply(status: u16, body: Value, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    *res.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
+    res.headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    if let Some(secs) = retry_after {
+        res.headers_mut()
+            .insert("retry-after", secs.to_string().parse().expect("header"));
+    }
+    res
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, RandomState};
+    let s = RandomState::new();
+    (u128::from(s.hash_one(1u8)) << 64) | u128::from(s.hash_one(2u8))
+}
