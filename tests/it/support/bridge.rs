@@ -47,10 +47,10 @@ impl Bridge {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["message"] == "prefect-pagerduty-bridge ready" {
-                        let _ = ready_tx.send(v["listen"].as_str().unwrap_or_default().to_owned());
-                    }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "prefect-pagerduty-bridge ready"
+                {
+                    let _ = ready_tx.send(v["listen"].as_str().unwrap_or_default().to_owned());
                 }
                 sink.lock().expect("lock").push(line);
             }

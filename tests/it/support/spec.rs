@@ -102,13 +102,13 @@ impl Spec {
                 return;
             }
         }
-        if let Some(options) = obj.get("enum").and_then(Value::as_array) {
-            if !options.contains(v) {
-                errors.push(format!(
-                    "{name} is {v}, not one of {}",
-                    Value::Array(options.clone())
-                ));
-            }
+        if let Some(options) = obj.get("enum").and_then(Value::as_array)
+            && !options.contains(v)
+        {
+            errors.push(format!(
+                "{name} is {v}, not one of {}",
+                Value::Array(options.clone())
+            ));
         }
         if let (Some(format), Some(s)) = (obj.get("format").and_then(Value::as_str), v.as_str()) {
             let ok = match format {
