@@ -1,0 +1,95 @@
+"""Drives a real Prefect 3 server for the bridge's end-to-end test.
+
+Usage (PREFECT_API_URL must point at the server):
+  prefect_e2e.py setup <intake-url>   create a Webhook block and an automation posting
+                                      the README's recommended payload to the bridge
+  prefect_e2e.py fail <marker-file>   run a flow that fails (the marker file does not exist yet)
+  prefect_e2e.py retry <run-id> <marker-file>
+                                      what Prefect's Retry button does: set the run to
+                                      AwaitingRetry, then execute the same run again; it succeeds
+Prints one JSON object on the last line of stdout.
+"""
+import json
+import os
+import sys
+import time
+
+import httpx
+
+API = os.environ["PREFECT_API_URL"].rstrip("/")
+RECOMMENDED_PAYLOAD = "{{ event | tojson }}"
+
+
+def setup(intake_url):
+    from prefect.blocks.webhook import Webhook
+
+    block_id = Webhook(method="POST", url=intake_url, headers={}).save("ppb-e2e", overwrite=True)
+    body = {
+        "name": "ppb-e2e: page on flow run failure, resolve on completion",
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "expect": [
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Crashed",
+                "prefect.flow-run.TimedOut",
+                "prefect.flow-run.Late",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Running",
+            ],
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": 0,
+        },
+        "actions": [
+            {"type": "call-webhook", "block_document_id": str(block_id), "payload": RECOMMENDED_PAYLOAD}
+        ],
+    }
+    r = httpx.post(f"{API}/automations/", json=body, timeout=30)
+    r.raise_for_status()
+    # Prefect loads automations into its trigger engine shortly after creation.
+    time.sleep(3)
+    return {"automation_id": r.json()["id"], "block_id": str(block_id)}
+
+
+def make_flow(marker):
+    from prefect import flow
+
+    @flow(name="ppb-e2e-flow", retries=0)
+    def ppb_e2e_flow():
+        if not os.path.exists(marker):
+            raise ValueError("ppb e2e: first attempt fails")
+        return "ok"
+
+    return ppb_e2e_flow
+
+
+def fail(marker):
+    flow = make_flow(marker)
+    state = flow(return_state=True)
+    assert state.is_failed(), state
+    return {"flow_run_id": str(state.state_details.flow_run_id), "state": state.name}
+
+
+def retry(run_id, marker):
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    open(marker, "w").close()
+    with get_client(sync_client=True) as client:
+        # The Retry button forces the run back to AwaitingRetry; a worker then
+        # executes the same flow run again.
+        client.set_flow_run_state(run_id, state=AwaitingRetry(), force=True)
+        flow_run = client.read_flow_run(run_id)
+    state = run_flow(make_flow(marker), flow_run=flow_run, return_type="state")
+    assert state.is_completed(), state
+    return {"flow_run_id": run_id, "state": state.name}
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    out = {"setup": setup, "fail": fail, "retry": retry}[cmd](*args)
+    print(json.dumps(out))
