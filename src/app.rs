@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -12,13 +11,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
-use crate::deliver::{self, Sink};
-use crate::incidents::Incidents;
+use crate::dedup::Seen;
 use crate::pagerduty::client::Client;
 use crate::server::{self, State};
-
-/// How long queued events may take to go out once shutdown starts.
-const QUEUE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::spool::Spool;
+use crate::spool::dispatch::{self, Sink};
 
 /// A running bridge.
 #[derive(Debug)]
@@ -43,12 +40,13 @@ impl App {
         } else {
             Sink::PagerDuty(Client::try_new(&config.pagerduty_url)?)
         };
-        let (queue, mut workers) = deliver::start(sink, config.max_in_flight, config.queue_capacity);
+        let spool = Spool::open(&config.spool, config.delivery.clone())
+            .with_context(|| format!("opening the spool {}", config.spool.display()))?;
         let state = Arc::new(State {
             actions: config.actions.clone(),
             options: config.translate.clone(),
-            incidents: Arc::new(Incidents::new()),
-            queue,
+            spool: spool.clone(),
+            seen: Seen::new(config.dedup_ttl, config.dedup_capacity),
             max_body: config.max_body,
         });
         if config.actions.is_empty() {
@@ -64,22 +62,21 @@ impl App {
             listen = %addr,
             actions = %config.actions.names().join(","),
             pagerduty = if config.dry_run { "dry-run".to_owned() } else { deliver_url(&config) },
+            spool = %config.spool.display(),
             "prefect-pagerduty-bridge ready"
         );
         let shutdown = CancellationToken::new();
+        let stop_dispatch = CancellationToken::new();
+        let dispatcher = tokio::spawn(dispatch::run(spool, sink, stop_dispatch.clone()));
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
+            // Stop accepting and finish requests in flight first, so that
+            // everything answered 202 is in the spool; then stop sending
+            // between sends. What is undelivered goes out on the next start.
             server::run(listener, state, token).await;
-            // The server held the last queue handles; the workers now drain
-            // what is queued and stop.
-            let drained = tokio::time::timeout(QUEUE_DRAIN_TIMEOUT, async {
-                while workers.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                tracing::warn!("events still queued after the drain timeout were not delivered");
-                workers.abort_all();
-            }
+            stop_dispatch.cancel();
+            let _ = dispatcher.await;
+            tracing::info!("stopped");
         });
         Ok(Self { addr, shutdown, task })
     }

@@ -1,4 +1,5 @@
-//! Runs the subcommands: `serve` until a signal, `translate` once, offline.
+//! Runs the subcommands: `serve` until a signal; `translate` and `spool`
+//! once, offline.
 
 use std::io::Read as _;
 
@@ -7,7 +8,7 @@ use serde_json::Value;
 
 use crate::actions::Action;
 use crate::app::App;
-use crate::config::{self, ServeArgs, ServeConfig, TranslateArgs};
+use crate::config::{self, ServeArgs, ServeConfig, SpoolArgs, SpoolOp, TranslateArgs};
 use crate::secret::Secret;
 use crate::{prefect, shutdown, translate};
 
@@ -62,4 +63,38 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut body)
         .context("reading standard input")?;
     Ok(body)
+}
+
+/// Runs a `spool` operation on a spool file; returns what to print.
+///
+/// # Errors
+/// When the file is missing, in use by a running bridge, or unreadable, or
+/// the id names no dead letter.
+pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
+    use crate::spool::{DeadLetter, offline};
+    let store =
+        offline::open(&args.spool).with_context(|| format!("opening the spool {}", args.spool.display()))?;
+    Ok(match &args.op {
+        SpoolOp::Stats => serde_json::to_value(offline::stats(&store)?)?,
+        SpoolOp::DeadLetters => {
+            let list: Vec<DeadLetter> = store
+                .dead_letters()?
+                .iter()
+                .map(DeadLetter::from_record)
+                .collect();
+            serde_json::json!({ "dead_letters": list })
+        }
+        SpoolOp::Retry { id } => match offline::retry(&store, *id)? {
+            Some(new_id) => serde_json::json!({"status": "queued", "id": new_id, "was": id,
+                "detail": "it is sent when the bridge next starts on this spool"}),
+            None => anyhow::bail!("no dead letter {id}"),
+        },
+        SpoolOp::Purge { id } => {
+            let purged = offline::purge(&store, *id)?;
+            if id.is_some() && purged == 0 {
+                anyhow::bail!("no dead letter {}", id.unwrap_or_default());
+            }
+            serde_json::json!({"status": "purged", "count": purged})
+        }
+    })
 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -38,6 +39,42 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print, as a JSON array, the PagerDuty event(s) `serve` would send for one payload. Offline.
     Translate(TranslateArgs),
+    /// Inspect a spool file offline: stats, dead letters, retry or purge them.
+    Spool(SpoolArgs),
+}
+
+/// The default spool file, in the working directory.
+pub const DEFAULT_SPOOL: &str = "prefect-pagerduty-bridge.redb";
+
+/// `spool` flags.
+#[derive(Debug, Args)]
+pub struct SpoolArgs {
+    /// The spool file (the bridge must not be running on it).
+    #[arg(long, env = "PPB_SPOOL", default_value = DEFAULT_SPOOL, value_name = "PATH")]
+    pub spool: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub op: SpoolOp,
+}
+
+/// `spool` operations.
+#[derive(Debug, Subcommand)]
+pub enum SpoolOp {
+    /// Queued events, open alerts, dead letters and lifetime counters.
+    Stats,
+    /// List dead letters: action, dedup key, attempts, last status, PagerDuty's error.
+    DeadLetters,
+    /// Queue a dead letter again; the next `serve` sends it.
+    Retry {
+        /// Dead letter id.
+        id: u64,
+    },
+    /// Delete one dead letter, or all of them.
+    Purge {
+        /// Dead letter id (all when omitted).
+        id: Option<u64>,
+    },
 }
 
 /// Flags shared by `serve` and `translate`.
@@ -135,9 +172,54 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_in_flight: u16,
 
-    /// Most events waiting for delivery; beyond it the intake answers 503.
-    #[arg(long, env = "PPB_QUEUE_CAPACITY", default_value_t = 100_000, value_name = "N")]
+    /// Most undelivered events held in the spool; beyond it the intake answers 503.
+    #[arg(
+        long,
+        env = "PPB_QUEUE_CAPACITY",
+        default_value_t = 1_000_000,
+        value_name = "N"
+    )]
     pub queue_capacity: usize,
+
+    /// The durable spool file (created, mode 0600, if missing). One bridge per file.
+    #[arg(long, env = "PPB_SPOOL", default_value = DEFAULT_SPOOL, value_name = "PATH")]
+    pub spool: PathBuf,
+
+    /// Most events per routing key, as N/s, N/min or N/h (PagerDuty allows ~120/min per key).
+    #[arg(long, env = "PPB_PAGERDUTY_RATE", default_value = "120/min", value_name = "RATE", value_parser = parse_rate)]
+    pub pagerduty_rate: (u32, Duration),
+
+    /// Events a routing key may send at once, within --pagerduty-rate.
+    #[arg(long, env = "PPB_PAGERDUTY_BURST", default_value_t = 10, value_name = "N")]
+    pub pagerduty_burst: u32,
+
+    /// Optional cap over all routing keys (PagerDuty's account-level limit), e.g. 600/min.
+    #[arg(long, env = "PPB_PAGERDUTY_GLOBAL_RATE", value_name = "RATE", value_parser = parse_rate)]
+    pub pagerduty_global_rate: Option<(u32, Duration)>,
+
+    /// Least pause of a routing key after PagerDuty answers 429 (longer if it says so).
+    #[arg(long, env = "PPB_RATE_LIMIT_PAUSE", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub rate_limit_pause: Duration,
+
+    /// First retry delay after a 5xx or network error; doubles each attempt.
+    #[arg(long, env = "PPB_RETRY_INITIAL_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retry_initial_interval: Duration,
+
+    /// Cap on the retry delay.
+    #[arg(long, env = "PPB_RETRY_MAX_INTERVAL", default_value = "5m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub retry_max_interval: Duration,
+
+    /// Give up on an event (dead letter) this long after it was accepted.
+    #[arg(long, env = "PPB_MAX_EVENT_AGE", default_value = "24h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_event_age: Duration,
+
+    /// How long a Prefect event id is remembered to drop repeats.
+    #[arg(long, env = "PPB_DEDUP_TTL", default_value = "1h", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub dedup_ttl: Duration,
+
+    /// How many Prefect event ids are remembered.
+    #[arg(long, env = "PPB_DEDUP_CAPACITY", default_value_t = 100_000, value_name = "N")]
+    pub dedup_capacity: u64,
 
     /// Log format.
     #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
@@ -292,6 +374,26 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{s:?} is out of range"))
 }
 
+/// Parses a rate: `120/min`, `2/s`, `7200/h`, or `N/<duration>` such as `10/30s`.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
+    let err = || format!("{s:?} is not a rate like 120/min, 2/s or 10/30s");
+    let (n, per) = s.trim().split_once('/').ok_or_else(err)?;
+    let n: u32 = n.trim().parse().map_err(|_| err())?;
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        other => humantime::parse_duration(other).map_err(|_| err())?,
+    };
+    if n == 0 || per.is_zero() {
+        return Err(format!("{s:?}: the rate must be above zero"));
+    }
+    Ok((n, per))
+}
+
 /// Checks a URL given on the command line.
 ///
 /// # Errors
@@ -340,10 +442,14 @@ pub struct ServeConfig {
     pub dry_run: bool,
     /// Body limit, bytes.
     pub max_body: usize,
-    /// Concurrent sends.
-    pub max_in_flight: usize,
-    /// Queue bound.
-    pub queue_capacity: usize,
+    /// Spool file.
+    pub spool: PathBuf,
+    /// Dispatcher settings.
+    pub delivery: crate::spool::Settings,
+    /// Idempotency cache TTL.
+    pub dedup_ttl: Duration,
+    /// Idempotency cache size.
+    pub dedup_capacity: u64,
 }
 
 impl ServeConfig {
@@ -370,8 +476,20 @@ impl ServeConfig {
             pagerduty_url,
             dry_run: args.dry_run,
             max_body: args.max_body,
-            max_in_flight: usize::from(args.max_in_flight),
-            queue_capacity: args.queue_capacity.max(1),
+            spool: args.spool.clone(),
+            delivery: crate::spool::Settings {
+                max_in_flight: usize::from(args.max_in_flight),
+                capacity: args.queue_capacity.max(1),
+                rate: args.pagerduty_rate,
+                burst: args.pagerduty_burst.max(1),
+                global_rate: args.pagerduty_global_rate,
+                rate_limit_pause: args.rate_limit_pause,
+                retry_initial: args.retry_initial_interval.max(Duration::from_millis(1)),
+                retry_max: args.retry_max_interval.max(args.retry_initial_interval),
+                max_event_age: args.max_event_age,
+            },
+            dedup_ttl: args.dedup_ttl,
+            dedup_capacity: args.dedup_capacity.max(1),
         })
     }
 }
@@ -424,6 +542,16 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("1GiB").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("120/min"), Ok((120, Duration::from_secs(60))));
+        assert_eq!(parse_rate("2/s"), Ok((2, Duration::from_secs(1))));
+        assert_eq!(parse_rate("10/30s"), Ok((10, Duration::from_secs(30))));
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5/fortnight").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match &args.command {
         Command::Translate(t) => cli::translate(t).and_then(|v| print_json(&v)),
+        Command::Spool(s) => cli::spool(s).and_then(|v| print_json(&v)),
         Command::Serve(s) => {
             init_logging(s.log_format);
             tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,6 @@
-//! `POST /v1/prefect/{action}`: read the body → parse → translate → check
-//! open incidents → queue → answer. Answers before delivery, well inside
-//! Prefect's 5 s timeout (FACTS §9).
+//! `POST /v1/prefect/{action}`: read the body → parse → translate → drop
+//! duplicates → commit to the spool (fsync'd) → answer. Answers before
+//! delivery, well inside Prefect's 5 s timeout (FACTS §9).
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::State;
 use super::response::{self, Body};
-use crate::deliver::Job;
 use crate::prefect;
-use crate::translate::{self, Disposition};
+use crate::spool::{AcceptError, Accepted};
+use crate::translate;
 
 /// Handles one webhook for the action called `name`.
 pub async fn handle<B>(state: &State, name: &str, req: Request<B>) -> Response<Body>
@@ -59,72 +59,76 @@ where
 
     let notification = prefect::parse(&body, event_id_header.as_deref());
     let t = translate::translate(&notification, action, &state.options);
-    let key = &action.routing_key;
     let event_action = t.event.event_action;
     let severity = t.event.payload.as_ref().map(|p| p.severity);
 
-    let queued = match t.disposition {
-        Disposition::Trigger(class) => {
-            // Record before queueing, under the same decision, so a resolve
-            // arriving right after this trigger finds it open.
-            state.incidents.open(key, &t.dedup_key, class);
-            state.queue.enqueue(Job {
-                action: action.name.clone(),
-                event: t.event.clone(),
-            })
+    // Idempotency on the Prefect event id (an envelope's own id first: two
+    // automations firing on one event are two notifications).
+    let event_id = notification
+        .envelope_event_id
+        .clone()
+        .or_else(|| notification.event_id.clone());
+    if let Some(id) = &event_id {
+        if !state.seen.claim(&action.name, id) {
+            tracing::info!(action = %action.name, prefect_event_id = %id, "duplicate delivery; nothing sent");
+            return response::json(
+                StatusCode::OK,
+                &json!({"status": "duplicate", "prefect_event_id": id, "dedup_key": t.dedup_key,
+                        "event_action": event_action}),
+            );
         }
-        Disposition::Resolve(scope) => {
-            if !state.incidents.close(key, &t.dedup_key, scope) {
-                tracing::info!(
-                    action = %action.name, dedup_key = %t.dedup_key,
-                    prefect_event = notification.event.as_deref().unwrap_or_default(),
-                    "recovery with no open alert for this routing key; nothing to resolve"
-                );
-                return response::json(
-                    StatusCode::OK,
-                    &json!({
-                        "status": "ignored",
-                        "reason": "no open alert for this dedup key through this action's routing key",
-                        "event_action": "resolve",
-                        "dedup_key": t.dedup_key,
-                    }),
-                );
-            }
-            state.queue.enqueue(Job {
-                action: action.name.clone(),
-                event: t.event.clone(),
-            })
-        }
-        Disposition::Acknowledge => {
-            if !state.incidents.is_open(key, &t.dedup_key) {
-                return response::json(
-                    StatusCode::OK,
-                    &json!({"status": "ignored", "reason": "no open alert to acknowledge",
-                            "event_action": "acknowledge", "dedup_key": t.dedup_key}),
-                );
-            }
-            state.queue.enqueue(Job {
-                action: action.name.clone(),
-                event: t.event.clone(),
-            })
+    }
+    let accepted = state.spool.accept(&action.name, &t).await;
+    let release = || {
+        if let Some(id) = &event_id {
+            state.seen.release(&action.name, id);
         }
     };
-    if queued.is_err() {
-        tracing::error!(action = %action.name, dedup_key = %t.dedup_key, "delivery queue full; refusing the webhook");
-        return response::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            "the bridge has too many undelivered events; retry later",
-        );
-    }
+    let spool_id = match accepted {
+        Ok(Accepted::Queued { id }) => id,
+        Ok(Accepted::Ignored { reason }) => {
+            tracing::info!(action = %action.name, dedup_key = %t.dedup_key, reason,
+                prefect_event = notification.event.as_deref().unwrap_or_default(), "nothing to send");
+            return response::json(
+                StatusCode::OK,
+                &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key}),
+            );
+        }
+        Ok(Accepted::Superseded) => {
+            return response::json(
+                StatusCode::ACCEPTED,
+                &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
+                        "detail": "the trigger it resolves was still queued; neither is sent"}),
+            );
+        }
+        Err(AcceptError::Full) => {
+            release();
+            tracing::error!(action = %action.name, "spool full; refusing the webhook");
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_full",
+                AcceptError::Full.to_string(),
+            );
+        }
+        Err(AcceptError::Storage(e)) => {
+            release();
+            tracing::error!(action = %action.name, error = %e, "spool commit failed; refusing the webhook");
+            return response::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_unavailable",
+                "the event could not be stored durably; retry later",
+            );
+        }
+    };
     tracing::info!(
         action = %action.name,
         dedup_key = %t.dedup_key,
         event_action = %event_action,
         severity = severity.map(|s| s.as_str()),
+        spool_id,
         payload_format = notification.format.as_str(),
         prefect_event = notification.event.as_deref().unwrap_or_default(),
-        prefect_event_id = notification.event_id.as_deref().unwrap_or_default(),
+        prefect_event_id = event_id.as_deref().unwrap_or_default(),
         "accepted"
     );
     let mut answer = json!({
@@ -133,6 +137,7 @@ where
         "event_action": event_action,
         "dedup_key": t.dedup_key,
         "payload_format": notification.format.as_str(),
+        "spool_id": spool_id,
     });
     if let Some(p) = &t.event.payload {
         answer["severity"] = json!(p.severity);

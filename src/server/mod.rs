@@ -2,6 +2,10 @@
 //! * `POST /v1/prefect/{action}`: the Prefect webhook intake ([`intake`]).
 //! * `GET /healthz`: `200 {"status":"ok"}` while serving.
 //! * `GET /v1/actions`: the configured actions, routing keys redacted.
+//! * `GET /v1/spool`: spool figures (queued, open alerts, dead letters, …).
+//! * `GET /v1/dead-letters`: events PagerDuty refused or that ran out of time.
+//! * `POST /v1/dead-letters/{id}/retry`: queue one again, as a new event.
+//! * `DELETE /v1/dead-letters/{id}`: purge one.
 //!
 //! Everything else is a JSON 404; a known path with the wrong method is 405.
 
@@ -23,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
-use crate::deliver::Queue;
-use crate::incidents::Incidents;
+use crate::dedup::Seen;
+use crate::spool::Spool;
 use crate::translate;
 use response::Body;
 
@@ -40,10 +44,10 @@ pub struct State {
     pub actions: Actions,
     /// Translation options.
     pub options: translate::Options,
-    /// Open alerts.
-    pub incidents: Arc<Incidents>,
-    /// Delivery queue.
-    pub queue: Queue,
+    /// The durable outbox.
+    pub spool: Spool,
+    /// Recently seen Prefect event ids.
+    pub seen: Seen,
     /// Body limit in bytes.
     pub max_body: usize,
 }
@@ -105,13 +109,71 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         return intake::handle(state, name, req).await;
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
+        return dead_letter(state, rest, req.method()).await;
+    }
     match path.as_str() {
         "/healthz" if get => response::json(StatusCode::OK, &json!({"status": "ok"})),
         "/v1/actions" if get => {
             let actions: Vec<_> = state.actions.iter().map(|a| a.summary()).collect();
             response::json(StatusCode::OK, &json!({"actions": actions}))
         }
-        "/healthz" | "/v1/actions" => response::method_not_allowed("GET, HEAD"),
+        "/v1/spool" if get => response::json(StatusCode::OK, &json!(state.spool.stats())),
+        "/v1/dead-letters" if get => match state.spool.dead_letters() {
+            Ok(list) => response::json(StatusCode::OK, &json!({"dead_letters": list})),
+            Err(e) => internal(&e),
+        },
+        "/healthz" | "/v1/actions" | "/v1/spool" | "/v1/dead-letters" => {
+            response::method_not_allowed("GET, HEAD")
+        }
         _ => response::not_found(&path),
+    }
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %e, "request failed");
+    response::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the bridge could not complete the request; see its log",
+    )
+}
+
+/// `POST /v1/dead-letters/{id}/retry` and `DELETE /v1/dead-letters/{id}`.
+async fn dead_letter(state: &State, rest: &str, method: &Method) -> Response<Body> {
+    let (id, retry) = match rest.strip_suffix("/retry") {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return response::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{id:?} is not a dead letter id"),
+        );
+    };
+    let missing = || {
+        response::error(
+            StatusCode::NOT_FOUND,
+            "no_such_dead_letter",
+            format!("no dead letter {id}"),
+        )
+    };
+    match (retry, method) {
+        (true, &Method::POST) => match state.spool.retry_dead_letter(id).await {
+            Ok(Some(new_id)) => response::json(
+                StatusCode::ACCEPTED,
+                &json!({"status": "queued", "id": new_id, "was": id}),
+            ),
+            Ok(None) => missing(),
+            Err(e) => internal(&e),
+        },
+        (false, &Method::DELETE) => match state.spool.purge_dead_letter(id).await {
+            Ok(true) => response::json(StatusCode::OK, &json!({"status": "purged", "id": id})),
+            Ok(false) => missing(),
+            Err(e) => internal(&e),
+        },
+        (true, _) => response::method_not_allowed("POST"),
+        (false, _) => response::method_not_allowed("DELETE"),
     }
 }

@@ -17,6 +17,8 @@ pub struct Bridge {
     /// Where it listens.
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Its own spool directory, unless the test gave `--spool`.
+    _spool_dir: Option<tempfile::TempDir>,
 }
 
 impl Bridge {
@@ -32,6 +34,13 @@ impl Bridge {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args);
+        let spool_dir = if args.contains(&"--spool") {
+            None
+        } else {
+            let dir = tempfile::tempdir().expect("spool dir");
+            cmd.arg("--spool").arg(dir.path().join("spool.redb"));
+            Some(dir)
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -63,7 +72,12 @@ impl Bridge {
                 panic!("bridge did not become ready; its log:\n{logs}");
             }
         };
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs,
+            _spool_dir: spool_dir,
+        }
     }
 
     /// `http://addr`.

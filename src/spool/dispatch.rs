@@ -1,0 +1,345 @@
+//! Sends due events from the spool to PagerDuty.
+//!
+//! Per routing key, events go out in accept order per dedup key (a later
+//! event of a dedup key waits while an earlier one is in flight or backing
+//! off), paced by a token bucket that never lets a 60-second window hold more
+//! than the configured rate (PagerDuty: ~120/min per integration key, over a
+//! 60 s lookback, `FACTS.md` §1.6). Waiting for the limiter delays an event;
+//! nothing is dropped. Outcomes, per PagerDuty's retry table (§1.5):
+//! - 2xx: done.
+//! - 429: pause the routing key for at least `rate_limit_pause` (or
+//!   `Retry-After` / `ratelimit-reset` when longer), then retry.
+//! - 5xx, timeouts, connection errors: exponential backoff with jitter, capped
+//!   at `retry_max`, until the event is `max_event_age` old: then a dead letter.
+//! - other 4xx: a dead letter at once, with PagerDuty's `errors[]`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Change, Record};
+use super::{Open, Spool, now_ms, open_row};
+use crate::pagerduty::EventAction;
+use crate::pagerduty::client::{Client, Outcome};
+
+/// How long sends in flight may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// PagerDuty's Events API.
+    PagerDuty(Client),
+    /// The log (`--dry-run`).
+    DryRun,
+}
+
+/// A quota that lets no window of `per` hold more than `n` events, with up
+/// to `burst` of them at once. GCRA allows `burst` at once and then one per
+/// period, so a window can hold `burst + per/period - 1`: choosing
+/// `period = per / (n - burst + 1)` makes that exactly `n`.
+pub fn window_quota(n: u32, per: Duration, burst: u32) -> Quota {
+    let n = n.max(1);
+    let burst = burst.clamp(1, n);
+    let period = per / (n - burst + 1);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+/// Delay before retry number `attempt` (1-based): `initial · 2^(attempt-1)`,
+/// capped at `max`, with jitter that keeps it within `[d/2, d]`.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
+    let d = exp.min(max);
+    d.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(now_ms()) % 10_000) as f64 / 10_000.0
+}
+
+struct Work {
+    id: u64,
+    key: Arc<str>,
+}
+
+/// Runs until `shutdown`, then lets sends in flight finish (up to a grace
+/// period); whatever is undelivered stays in the spool.
+pub async fn run(spool: Spool, sink: Sink, shutdown: CancellationToken) {
+    let s = &spool.inner.settings;
+    let per_key: DefaultKeyedRateLimiter<Arc<str>> =
+        RateLimiter::keyed(window_quota(s.rate.0, s.rate.1, s.burst));
+    let global: Option<DefaultDirectRateLimiter> = s
+        .global_rate
+        .map(|(n, per)| RateLimiter::direct(window_quota(n, per, n.min(s.burst.max(1)))));
+    let mut tasks = JoinSet::new();
+    let mut last_gc = Instant::now();
+    loop {
+        let (work, next) = select(&spool, &per_key, global.as_ref());
+        for w in work {
+            let spool = spool.clone();
+            let sink = sink.clone();
+            tasks.spawn(async move { send(&spool, &sink, w).await });
+        }
+        while tasks.try_join_next().is_some() {}
+        if last_gc.elapsed() > Duration::from_secs(60) {
+            per_key.retain_recent();
+            last_gc = Instant::now();
+        }
+        let sleep =
+            tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+        tokio::select! {
+            () = spool.inner.wake.notified() => {}
+            () = sleep => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "sends still in flight at shutdown were cut; they stay in the spool and go out next start"
+        );
+    }
+}
+
+/// Picks what to send now; returns it and when to look again.
+fn select(
+    spool: &Spool,
+    per_key: &DefaultKeyedRateLimiter<Arc<str>>,
+    global: Option<&DefaultDirectRateLimiter>,
+) -> (Vec<Work>, Option<Instant>) {
+    use std::collections::HashSet;
+    let max_in_flight = spool.inner.settings.max_in_flight;
+    let now = Instant::now();
+    let clock = governor::clock::DefaultClock::default();
+    let mut idx = spool.lock();
+    let mut work = Vec::new();
+    let mut next: Option<Instant> = None;
+    let soon = |t: Instant, next: &mut Option<Instant>| *next = Some(next.map_or(t, |n| n.min(t)));
+    let mut blocked_dedup: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+    let mut blocked_key: HashSet<Arc<str>> = HashSet::new();
+    let paused = idx.paused.clone();
+    let mut in_flight = idx.in_flight;
+    for (id, e) in idx.queued.iter_mut() {
+        if in_flight >= max_in_flight {
+            break;
+        }
+        let dk = (e.key.clone(), e.dedup_key.clone());
+        if blocked_key.contains(&e.key) || blocked_dedup.contains(&dk) {
+            blocked_dedup.insert(dk);
+            continue;
+        }
+        if let Some(until) = paused.get(&e.key).filter(|t| **t > now) {
+            soon(*until, &mut next);
+            blocked_key.insert(e.key.clone());
+            continue;
+        }
+        if !e.committed || e.in_flight || e.due > now {
+            if e.committed && !e.in_flight {
+                soon(e.due, &mut next);
+            }
+            blocked_dedup.insert(dk);
+            continue;
+        }
+        if let Some(g) = global {
+            if let Err(not_until) = g.check() {
+                soon(
+                    now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                    &mut next,
+                );
+                break;
+            }
+        }
+        if let Err(not_until) = per_key.check_key(&e.key) {
+            soon(
+                now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                &mut next,
+            );
+            blocked_key.insert(e.key.clone());
+            blocked_dedup.insert(dk);
+            continue;
+        }
+        e.in_flight = true;
+        in_flight += 1;
+        blocked_dedup.insert(dk);
+        work.push(Work {
+            id: *id,
+            key: e.key.clone(),
+        });
+    }
+    idx.in_flight = in_flight;
+    (work, next)
+}
+
+async fn send(spool: &Spool, sink: &Sink, w: Work) {
+    let record = match spool.inner.store_get(w.id) {
+        Ok(Some(r)) => r,
+        other => {
+            // Superseded or purged between selection and send.
+            if let Err(e) = other {
+                tracing::error!(id = w.id, error = %e, "cannot read a spooled event");
+            }
+            let mut idx = spool.lock();
+            idx.in_flight = idx.in_flight.saturating_sub(1);
+            if let Some(e) = idx.queued.get_mut(&w.id) {
+                e.in_flight = false;
+            }
+            return;
+        }
+    };
+    let outcome = match sink {
+        Sink::DryRun => {
+            tracing::info!(action = %record.action, dedup_key = record.event.dedup_key.as_deref().unwrap_or_default(),
+                event_action = %record.event.event_action, event = %record.event.to_redacted_json(),
+                "dry run: would send to PagerDuty");
+            Outcome::Accepted {
+                dedup_key: record.event.dedup_key.clone(),
+            }
+        }
+        Sink::PagerDuty(client) => client.send(&record.event).await,
+    };
+    finish(spool, w, record, outcome);
+}
+
+fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
+    let settings = &spool.inner.settings;
+    let e = &record.event;
+    let dedup_key = e.dedup_key.clone().unwrap_or_default();
+    let routing_key = e.routing_key.redacted();
+    let status = outcome.status();
+    let mut change = Change::default();
+    let mut idx = spool.lock();
+    idx.in_flight = idx.in_flight.saturating_sub(1);
+    record.attempts += 1;
+    record.last_status = Some(status);
+    let now = Instant::now();
+    let age = Duration::from_millis(u64::try_from(now_ms() - record.accepted_ms).unwrap_or(0));
+    let retry_at = |idx: &mut super::Index, record: &mut Record, delay: Duration, change: &mut Change| {
+        if let Some(entry) = idx.queued.get_mut(&record.id) {
+            entry.in_flight = false;
+            entry.due = now + delay;
+        }
+        record.next_attempt_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        change.put.push(record.clone());
+    };
+    match &outcome {
+        Outcome::Accepted { .. } => {
+            idx.remove(record.id);
+            change.delete.push(record.id);
+            change.counters.delivered += 1;
+            idx.counters.delivered += 1;
+            if e.event_action == EventAction::Trigger {
+                let k = (w.key.clone(), Arc::from(dedup_key.as_str()));
+                if let Some(open) = idx.open.get_mut(&k) {
+                    open.delivered = true;
+                    let open: Open = *open;
+                    change.open_put.push(open_row(&w.key, &dedup_key, open));
+                }
+            }
+            tracing::info!(action = %record.action, routing_key, dedup_key, event_action = %e.event_action,
+                status, attempts = record.attempts, "delivered to PagerDuty");
+        }
+        Outcome::RateLimited { retry_after } => {
+            let pause = retry_after.unwrap_or_default().max(settings.rate_limit_pause);
+            idx.paused.insert(w.key.clone(), now + pause);
+            record.last_error = Some("429 Too Many Requests".to_owned());
+            tracing::warn!(action = %record.action, routing_key, dedup_key, status,
+                pause_secs = pause.as_secs(), "PagerDuty rate-limited the event; pausing this routing key");
+            retry_at(&mut idx, &mut record, pause, &mut change);
+        }
+        Outcome::ServerError { .. } | Outcome::Unreachable { .. } if age < settings.max_event_age => {
+            let delay = backoff(
+                record.attempts,
+                settings.retry_initial,
+                settings.retry_max,
+                jitter(),
+            );
+            record.last_error = Some(match &outcome {
+                Outcome::ServerError { detail, .. } => format!("{status}: {detail}"),
+                Outcome::Unreachable { reason } => reason.clone(),
+                _ => String::new(),
+            });
+            tracing::warn!(action = %record.action, routing_key, dedup_key, status,
+                error = record.last_error.as_deref().unwrap_or_default(), attempts = record.attempts,
+                retry_in_ms = delay.as_millis() as u64, "PagerDuty delivery failed; will retry");
+            retry_at(&mut idx, &mut record, delay, &mut change);
+        }
+        _ => {
+            let error = match &outcome {
+                Outcome::Rejected { errors, .. } => errors.join("; "),
+                Outcome::ServerError { detail, .. } => {
+                    format!(
+                        "gave up after {} attempts over {age:?}: {status}: {detail}",
+                        record.attempts
+                    )
+                }
+                Outcome::Unreachable { reason } => {
+                    format!(
+                        "gave up after {} attempts over {age:?}: {reason}",
+                        record.attempts
+                    )
+                }
+                _ => String::new(),
+            };
+            idx.remove(record.id);
+            record.last_error = Some(error.clone());
+            record.dead_ms = Some(now_ms());
+            change.dead_put.push(record.clone());
+            change.counters.dead_lettered += 1;
+            change.durable = true;
+            idx.counters.dead_lettered += 1;
+            tracing::error!(action = %record.action, routing_key, dedup_key, status, errors = %error,
+                id = record.id, "PagerDuty rejected the event; moved to the dead letters");
+        }
+    }
+    drop(idx);
+    spool.inner.store.submit(change);
+    spool.inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_its_bounds() {
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        for attempt in 1..40 {
+            for j in [0.0, 0.5, 1.0] {
+                let d = backoff(attempt, initial, max, j);
+                let full = initial.saturating_mul(1 << (attempt - 1).min(30)).min(max);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
+            }
+        }
+        assert_eq!(backoff(1, initial, max, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, initial, max, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(30, initial, max, 1.0), max);
+    }
+
+    #[test]
+    fn window_quota_never_exceeds_n_per_window() {
+        // Burst b at once, then one per period: the busiest window holds
+        // b + per/period - 1 events, which must equal n.
+        for (n, burst) in [(120, 10), (120, 1), (120, 120), (5, 3), (1, 1)] {
+            let q = window_quota(n, Duration::from_secs(60), burst);
+            let period = q.replenish_interval();
+            let b = q.burst_size().get();
+            let in_window =
+                u128::from(b) + Duration::from_secs(60).as_nanos().div_ceil(period.as_nanos()) - 1;
+            assert!(in_window <= u128::from(n), "n={n} burst={burst}: {in_window}");
+        }
+    }
+}
