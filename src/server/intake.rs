@@ -68,15 +68,15 @@ where
         .envelope_event_id
         .clone()
         .or_else(|| notification.event_id.clone());
-    if let Some(id) = &event_id {
-        if !state.seen.claim(&action.name, id) {
-            tracing::info!(action = %action.name, prefect_event_id = %id, "duplicate delivery; nothing sent");
-            return response::json(
-                StatusCode::OK,
-                &json!({"status": "duplicate", "prefect_event_id": id, "dedup_key": t.dedup_key,
+    if let Some(id) = &event_id
+        && !state.seen.claim(&action.name, id)
+    {
+        tracing::info!(action = %action.name, prefect_event_id = %id, "duplicate delivery; nothing sent");
+        return response::json(
+            StatusCode::OK,
+            &json!({"status": "duplicate", "prefect_event_id": id, "dedup_key": t.dedup_key,
                         "event_action": event_action}),
-            );
-        }
+        );
     }
     let accepted = state.spool.accept(&action.name, &t).await;
     let release = || {

@@ -154,14 +154,14 @@ fn select(
             blocked_dedup.insert(dk);
             continue;
         }
-        if let Some(g) = global {
-            if let Err(not_until) = g.check() {
-                soon(
-                    now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
-                    &mut next,
-                );
-                break;
-            }
+        if let Some(g) = global
+            && let Err(not_until) = g.check()
+        {
+            soon(
+                now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                &mut next,
+            );
+            break;
         }
         if let Err(not_until) = per_key.check_key(&e.key) {
             soon(
