@@ -40,17 +40,21 @@ pub enum Sink {
 }
 
 /// A quota that lets no window of `per` hold more than `n` events, with up
-/// to `burst` of them at once. GCRA allows `burst` at once and then one per
-/// period, so a window can hold `burst + per/period - 1`: choosing
-/// `period = per / (n - burst + 1)` makes that exactly `n`.
+/// to `burst` of them at once. GCRA allows `b` at once and then one per
+/// period, so a window can hold `b + per/period - 1` sends on schedule.
+/// Aiming that at `n - 1` (`period = per / (n - b)`, `b < n`) leaves room for
+/// one send that the network delays into the next window, so what PagerDuty
+/// sees over its 60 s lookback stays within `n`.
 pub fn window_quota(n: u32, per: Duration, burst: u32) -> Quota {
     let n = n.max(1);
-    let burst = burst.clamp(1, n);
-    let period = per / (n - burst + 1);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    let b = if n > 1 { burst.clamp(1, n - 1) } else { 1 };
+    // Rounded up: a period a nanosecond short would fit one more send.
+    let nanos = per.as_nanos().div_ceil(u128::from((n - b).max(1)));
+    let period = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    let b = NonZeroU32::new(b).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst)
+        .allow_burst(b)
 }
 
 /// Delay before retry number `attempt` (1-based): `initial · 2^(attempt-1)`,
@@ -254,7 +258,13 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
         }
         Outcome::RateLimited { retry_after } => {
             let pause = retry_after.unwrap_or_default().max(settings.rate_limit_pause);
-            idx.paused.insert(w.key.clone(), now + pause);
+            // Sends already in flight may bring more 429s; keep the latest end.
+            let until = idx
+                .paused
+                .get(&w.key)
+                .copied()
+                .map_or(now + pause, |t| t.max(now + pause));
+            idx.paused.insert(w.key.clone(), until);
             record.last_error = Some("429 Too Many Requests".to_owned());
             tracing::warn!(action = %record.action, routing_key, dedup_key, status,
                 pause_secs = pause.as_secs(), "PagerDuty rate-limited the event; pausing this routing key");
@@ -330,16 +340,20 @@ mod tests {
     }
 
     #[test]
-    fn window_quota_never_exceeds_n_per_window() {
+    fn window_quota_leaves_room_for_one_delayed_send() {
         // Burst b at once, then one per period: the busiest window holds
-        // b + per/period - 1 events, which must equal n.
+        // b + per/period - 1 sends on schedule, which must be at most n - 1.
         for (n, burst) in [(120, 10), (120, 1), (120, 120), (5, 3), (1, 1)] {
             let q = window_quota(n, Duration::from_secs(60), burst);
             let period = q.replenish_interval();
             let b = q.burst_size().get();
             let in_window =
                 u128::from(b) + Duration::from_secs(60).as_nanos().div_ceil(period.as_nanos()) - 1;
-            assert!(in_window <= u128::from(n), "n={n} burst={burst}: {in_window}");
+            let target = u128::from(n.saturating_sub(1).max(1));
+            assert!(
+                in_window <= target,
+                "n={n} burst={burst}: {in_window} on schedule"
+            );
         }
     }
 }

@@ -5,3 +5,4 @@ mod support;
 mod golden;
 mod intake;
 mod prefect_e2e;
+mod spool;

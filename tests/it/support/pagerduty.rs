@@ -29,6 +29,9 @@ pub enum Reply {
     RateLimit(Option<u64>),
     /// Any other status (500, 503, …) with PagerDuty's error body.
     Status(u16),
+    /// 400 with these `errors`, as PagerDuty answers an event it refuses
+    /// for reasons the spec cannot show (a disabled integration, say).
+    Reject(Vec<String>),
 }
 
 /// One request the double received.
@@ -232,6 +235,11 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
                 429,
                 json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly. Please retry later."}),
                 after,
+            ),
+            Reply::Reject(errors) => (
+                400,
+                json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}),
+                None,
             ),
             Reply::Status(code) => (
                 code,
