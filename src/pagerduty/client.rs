@@ -123,7 +123,23 @@ impl Client {
     /// Cancelling drops the request; PagerDuty may or may not have taken it,
     /// which is safe because events carry dedup keys.
     pub async fn send(&self, event: &Event) -> Outcome {
-        let response = match self.http.post(self.enqueue_url.clone()).json(event).send().await {
+        match serde_json::to_vec(event) {
+            Ok(body) => self.send_json(bytes::Bytes::from(body)).await,
+            Err(e) => Outcome::Rejected {
+                status: 0,
+                errors: vec![format!("cannot encode the event: {e}")],
+            },
+        }
+    }
+
+    /// Posts an event already encoded as JSON.
+    pub async fn send_json(&self, body: bytes::Bytes) -> Outcome {
+        let request = self
+            .http
+            .post(self.enqueue_url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let response = match request.send().await {
             Ok(r) => r,
             Err(e) => return Outcome::Unreachable { reason: describe(&e) },
         };

@@ -120,7 +120,9 @@ where
             );
         }
     };
-    tracing::info!(
+    // One info line per event is written when it is delivered; acceptance
+    // is debug, so the hot path does not pay for two log writes.
+    tracing::debug!(
         action = %action.name,
         dedup_key = %t.dedup_key,
         event_action = %event_action,

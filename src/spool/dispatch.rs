@@ -73,6 +73,10 @@ fn jitter() -> f64 {
 struct Work {
     id: u64,
     key: Arc<str>,
+    dedup_key: Arc<str>,
+    action: EventAction,
+    action_name: Arc<str>,
+    wire: Option<bytes::Bytes>,
 }
 
 /// Runs until `shutdown`, then lets sends in flight finish (up to a grace
@@ -117,6 +121,19 @@ pub async fn run(spool: Spool, sink: Sink, shutdown: CancellationToken) {
             "sends still in flight at shutdown were cut; they stay in the spool and go out next start"
         );
     }
+    // Acks and retry bookkeeping may sit in non-durable commits; make them
+    // durable before the process exits.
+    if let Err(e) = spool
+        .inner
+        .store
+        .commit(Change {
+            durable: true,
+            ..Change::default()
+        })
+        .await
+    {
+        tracing::error!(error = %e, "final spool flush failed");
+    }
 }
 
 /// Picks what to send now; returns it and when to look again.
@@ -128,7 +145,7 @@ fn select(
     use std::collections::HashSet;
     let max_in_flight = spool.inner.settings.max_in_flight;
     let now = Instant::now();
-    let clock = governor::clock::DefaultClock::default();
+    let clock = per_key.clock();
     let mut idx = spool.lock();
     let mut work = Vec::new();
     let mut next: Option<Instant> = None;
@@ -162,14 +179,14 @@ fn select(
             && let Err(not_until) = g.check()
         {
             soon(
-                now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                now + not_until.wait_time_from(governor::clock::Clock::now(clock)),
                 &mut next,
             );
             break;
         }
         if let Err(not_until) = per_key.check_key(&e.key) {
             soon(
-                now + not_until.wait_time_from(governor::clock::Clock::now(&clock)),
+                now + not_until.wait_time_from(governor::clock::Clock::now(clock)),
                 &mut next,
             );
             blocked_key.insert(e.key.clone());
@@ -182,6 +199,10 @@ fn select(
         work.push(Work {
             id: *id,
             key: e.key.clone(),
+            dedup_key: e.dedup_key.clone(),
+            action: e.action,
+            action_name: e.action_name.clone(),
+            wire: e.wire.clone(),
         });
     }
     idx.in_flight = in_flight;
@@ -189,21 +210,20 @@ fn select(
 }
 
 async fn send(spool: &Spool, sink: &Sink, w: Work) {
-    let record = match spool.inner.store_get(w.id) {
-        Ok(Some(r)) => r,
-        other => {
-            // Superseded or purged between selection and send.
-            if let Err(e) = other {
-                tracing::error!(id = w.id, error = %e, "cannot read a spooled event");
-            }
-            let mut idx = spool.lock();
-            idx.in_flight = idx.in_flight.saturating_sub(1);
-            if let Some(e) = idx.queued.get_mut(&w.id) {
-                e.in_flight = false;
-            }
+    // The common case needs no spool read: the encoded event is in memory,
+    // and a 202 needs only the ids to be recorded.
+    if let (Sink::PagerDuty(client), Some(body)) = (sink, w.wire.clone()) {
+        let outcome = client.send_json(body).await;
+        if matches!(outcome, Outcome::Accepted { .. }) {
+            delivered(spool, &w, outcome.status());
             return;
         }
-    };
+        if let Some(record) = read(spool, &w) {
+            finish(spool, w, record, outcome);
+        }
+        return;
+    }
+    let Some(record) = read(spool, &w) else { return };
     let outcome = match sink {
         Sink::DryRun => {
             tracing::info!(action = %record.action, dedup_key = record.event.dedup_key.as_deref().unwrap_or_default(),
@@ -216,6 +236,52 @@ async fn send(spool: &Spool, sink: &Sink, w: Work) {
         Sink::PagerDuty(client) => client.send(&record.event).await,
     };
     finish(spool, w, record, outcome);
+}
+
+/// The stored record of `w`; `None` (and the slot released) when it is gone
+/// (superseded or purged between selection and send).
+fn read(spool: &Spool, w: &Work) -> Option<Record> {
+    match spool.inner.store_get(w.id) {
+        Ok(Some(r)) => Some(r),
+        other => {
+            if let Err(e) = other {
+                tracing::error!(id = w.id, error = %e, "cannot read a spooled event");
+            }
+            let mut idx = spool.lock();
+            idx.in_flight = idx.in_flight.saturating_sub(1);
+            if let Some(e) = idx.queued.get_mut(&w.id) {
+                e.in_flight = false;
+            }
+            None
+        }
+    }
+}
+
+/// Records a 202: drops the event, marks its alert as seen by PagerDuty.
+fn delivered(spool: &Spool, w: &Work, status: u16) {
+    let mut change = Change::default();
+    let mut idx = spool.lock();
+    idx.in_flight = idx.in_flight.saturating_sub(1);
+    idx.remove(w.id);
+    change.delete.push(w.id);
+    change.counters.delivered += 1;
+    idx.counters.delivered += 1;
+    if w.action == EventAction::Trigger {
+        let k = (w.key.clone(), w.dedup_key.clone());
+        if let Some(open) = idx.open.get_mut(&k) {
+            open.delivered = true;
+            let open: Open = *open;
+            change.open_put.push(open_row(&w.key, &w.dedup_key, open));
+            // That PagerDuty holds this alert decides whether a later
+            // resolve is sent; losing it in a crash would strand the alert.
+            change.durable = true;
+        }
+    }
+    drop(idx);
+    tracing::info!(action = %w.action_name, routing_key = %crate::secret::redact(&w.key),
+        dedup_key = %w.dedup_key, event_action = %w.action, status, "delivered to PagerDuty");
+    spool.inner.store.submit(change);
+    spool.inner.wake.notify_one();
 }
 
 fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
@@ -241,20 +307,11 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
     };
     match &outcome {
         Outcome::Accepted { .. } => {
-            idx.remove(record.id);
-            change.delete.push(record.id);
-            change.counters.delivered += 1;
-            idx.counters.delivered += 1;
-            if e.event_action == EventAction::Trigger {
-                let k = (w.key.clone(), Arc::from(dedup_key.as_str()));
-                if let Some(open) = idx.open.get_mut(&k) {
-                    open.delivered = true;
-                    let open: Open = *open;
-                    change.open_put.push(open_row(&w.key, &dedup_key, open));
-                }
-            }
-            tracing::info!(action = %record.action, routing_key, dedup_key, event_action = %e.event_action,
-                status, attempts = record.attempts, "delivered to PagerDuty");
+            // `delivered` releases the in-flight slot itself.
+            idx.in_flight += 1;
+            drop(idx);
+            delivered(spool, &w, status);
+            return;
         }
         Outcome::RateLimited { retry_after } => {
             let pause = retry_after.unwrap_or_default().max(settings.rate_limit_pause);

@@ -28,6 +28,9 @@ use crate::translate::{AlertClass, Disposition, Translation};
 use store::{Change, OpenRow, Store};
 pub use store::{Counters, Error, Record};
 
+/// Queued events whose encoded form is kept in memory (about 2 KB each).
+const WIRE_CACHE_ENTRIES: usize = 4096;
+
 /// What became of an accepted webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -59,6 +62,10 @@ struct Entry {
     key: Arc<str>,
     dedup_key: Arc<str>,
     action: EventAction,
+    action_name: Arc<str>,
+    /// The event as sent, kept while the queue is short so a send needs no
+    /// spool read; `None` after a restart or in a long backlog.
+    wire: Option<bytes::Bytes>,
     committed: bool,
     in_flight: bool,
     due: Instant,
@@ -295,6 +302,8 @@ impl Spool {
                     key: Arc::from(r.event.routing_key.expose()),
                     dedup_key: Arc::from(dedup.as_str()),
                     action: r.event.event_action,
+                    action_name: Arc::from(r.action.as_str()),
+                    wire: None,
                     committed: true,
                     in_flight: false,
                     due: now + wait,
@@ -408,6 +417,9 @@ impl Spool {
                 let id = idx.next_id;
                 idx.next_id += 1;
                 let accepted_ms = now_ms();
+                let wire = (idx.queued.len() < WIRE_CACHE_ENTRIES)
+                    .then(|| serde_json::to_vec(&t.event).ok().map(bytes::Bytes::from))
+                    .flatten();
                 let class = match t.disposition {
                     Disposition::Trigger(c) => Some(c),
                     _ => None,
@@ -418,6 +430,8 @@ impl Spool {
                         key: key.clone(),
                         dedup_key: dedup.clone(),
                         action: t.event.event_action,
+                        action_name: Arc::from(action),
+                        wire,
                         committed: false,
                         in_flight: false,
                         due: Instant::now(),
@@ -531,6 +545,8 @@ impl Spool {
                     key,
                     dedup_key: dedup,
                     action: record.event.event_action,
+                    action_name: Arc::from(record.action.as_str()),
+                    wire: None,
                     committed: false,
                     in_flight: false,
                     due: Instant::now(),

@@ -367,7 +367,9 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
 }
 
 fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
-    if batch.iter().all(|j| j.change.is_empty()) {
+    // An empty durable change still commits: it makes earlier
+    // `Durability::None` commits durable (the flush at shutdown).
+    if !durable && batch.iter().all(|j| j.change.is_empty()) {
         return Ok(());
     }
     let mut txn = db.begin_write().map_err(storage)?;

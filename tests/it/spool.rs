@@ -560,3 +560,27 @@ async fn a_second_bridge_on_the_same_spool_fails_fast() {
     assert!(stderr.contains("in use by another running bridge"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+// Regression: that PagerDuty holds an alert must survive a crash, or the
+// resolve after a restart would be dropped as moot and strand the incident.
+#[tokio::test]
+async fn a_resolve_after_kill_9_still_closes_a_delivered_alert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("s.redb");
+    let double = Double::start().await;
+    let mut b = serve(&double, &spool, &[]);
+    let failed = failed_run(42);
+    assert_eq!(post(&b.intake("oncall"), failed.clone()).await.0, 202);
+    double.wait_accepted(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.kill();
+    let b = serve(&double, &spool, &[]);
+    let (status, answer) = post(&b.intake("oncall"), same_run(&failed, "COMPLETED", "Completed")).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("accepted")),
+        "{answer}"
+    );
+    let got = double.wait_accepted(2, WAIT).await;
+    assert_eq!(got[1].action(), "resolve");
+}

@@ -30,7 +30,9 @@ impl Bridge {
 
     /// As [`Bridge::serve`], with extra environment variables.
     pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
+        // PPB_BRIDGE_BIN runs another build (e.g. `--profile profiling` under perf).
+        let bin = std::env::var("PPB_BRIDGE_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args);
