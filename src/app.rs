@@ -48,7 +48,16 @@ impl App {
             spool: spool.clone(),
             seen: Seen::new(config.dedup_ttl, config.dedup_capacity),
             max_body: config.max_body,
+            tokens: config.tokens.clone(),
+            request_timeout: config.request_timeout,
+            ingress: config.ingress_rate.map(|(n, per)| {
+                governor::RateLimiter::keyed(crate::spool::dispatch::window_quota(n, per, n))
+            }),
         });
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(server::tls::acceptor(cert, key).context("setting up TLS")?),
+            None => None,
+        };
         if config.actions.is_empty() {
             tracing::warn!("no --action configured: every webhook will get 404 until one is");
         }
@@ -65,6 +74,7 @@ impl App {
             spool = %config.spool.display(),
             "prefect-pagerduty-bridge ready"
         );
+        let max_connections = config.max_connections;
         let shutdown = CancellationToken::new();
         let stop_dispatch = CancellationToken::new();
         let dispatcher = tokio::spawn(dispatch::run(spool, sink, stop_dispatch.clone()));
@@ -73,7 +83,16 @@ impl App {
             // Stop accepting and finish requests in flight first, so that
             // everything answered 202 is in the spool; then stop sending
             // between sends. What is undelivered goes out on the next start.
-            server::run(listener, state, token).await;
+            server::run(
+                server::Listen {
+                    listener,
+                    tls,
+                    max_connections,
+                },
+                state,
+                token,
+            )
+            .await;
             stop_dispatch.cancel();
             let _ = dispatcher.await;
             tracing::info!("stopped");

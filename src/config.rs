@@ -224,6 +224,53 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Serve HTTPS with this PEM certificate chain (HTTP/2 and HTTP/1.1 via ALPN).
+    #[arg(long, env = "PPB_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (RSA, ECDSA or Ed25519) of --tls-cert.
+    #[arg(long, env = "PPB_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A token the Prefect Webhook block must send as `Authorization: Bearer <token>`.
+    /// Repeat to rotate. May be env:VAR or file:PATH.
+    #[arg(
+        long = "webhook-token",
+        env = "PPB_WEBHOOK_TOKENS",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub webhook_tokens: Vec<String>,
+
+    /// An API token and its role, ROLE:TOKEN (viewer, user or admin); TOKEN may be env:VAR or
+    /// file:PATH. Without any, the API answers loopback clients only.
+    #[arg(
+        long = "api-token",
+        env = "PPB_API_TOKENS",
+        value_name = "ROLE:TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+
+    /// Listen on a non-loopback address without --webhook-token anyway.
+    #[arg(long, env = "PPB_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Most time a request may take to arrive in full and be answered; slower ones get 408.
+    #[arg(long, env = "PPB_REQUEST_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Most client connections open at once; more wait to be accepted.
+    #[arg(long, env = "PPB_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
+    /// default: Prefect never retries a webhook, so a refused alert would be lost.
+    #[arg(long, env = "PPB_INGRESS_RATE", value_name = "RATE", value_parser = parse_rate)]
+    pub ingress_rate: Option<(u32, Duration)>,
 }
 
 /// `translate` flags.
@@ -258,7 +305,7 @@ pub enum ConfigError {
     #[error("--action {0:?} is given twice")]
     DuplicateAction(String),
     /// `env:VAR` names an unset variable.
-    #[error("action {action}: environment variable {var} is not set")]
+    #[error("{action}: environment variable {var} is not set")]
     MissingEnv {
         /// Action name.
         action: String,
@@ -266,7 +313,7 @@ pub enum ConfigError {
         var: String,
     },
     /// `file:PATH` cannot be read.
-    #[error("action {action}: cannot read routing key file {path}: {source}")]
+    #[error("{action}: cannot read the secret file {path}: {source}")]
     KeyFile {
         /// Action name.
         action: String,
@@ -276,8 +323,20 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The key is empty or has spaces.
-    #[error("action {0}: the routing key is empty or contains white space")]
+    #[error("{0}: the secret is empty or contains white space")]
     BadKey(String),
+    /// `--api-token` is not ROLE:TOKEN.
+    #[error("--api-token: expected ROLE:TOKEN with ROLE viewer, user or admin")]
+    ApiTokenSyntax,
+    /// Only one of --tls-cert and --tls-key.
+    #[error("--tls-cert and --tls-key go together")]
+    TlsPair,
+    /// Open to the network without a webhook token.
+    #[error(
+        "refusing to listen on {0} without --webhook-token: anyone who can reach it could page your on-call; \
+         set --webhook-token, listen on a loopback address, or pass --allow-unauthenticated"
+    )]
+    Unauthenticated(SocketAddr),
     /// A URL that cannot be used.
     #[error("{flag} {url}: only http and https URLs without credentials are supported")]
     BadUrl {
@@ -322,29 +381,39 @@ pub fn parse_action(spec: &str) -> Result<Action, ConfigError> {
         },
         None => (rest, None),
     };
-    let key = if let Some(var) = key_spec.strip_prefix("env:") {
+    let key = read_secret(key_spec, &format!("action {name}"))?;
+    Ok(Action {
+        name: name.to_owned(),
+        routing_key: key,
+        severity,
+    })
+}
+
+/// Reads a secret given as `env:VAR`, `file:PATH` or the value itself.
+///
+/// # Errors
+/// An unset variable, an unreadable file, or an empty value or one with
+/// white space inside.
+pub fn read_secret(spec: &str, what: &str) -> Result<Secret, ConfigError> {
+    let value = if let Some(var) = spec.strip_prefix("env:") {
         std::env::var(var).map_err(|_| ConfigError::MissingEnv {
-            action: name.to_owned(),
+            action: what.to_owned(),
             var: var.to_owned(),
         })?
-    } else if let Some(path) = key_spec.strip_prefix("file:") {
+    } else if let Some(path) = spec.strip_prefix("file:") {
         std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
-            action: name.to_owned(),
+            action: what.to_owned(),
             path: path.to_owned(),
             source,
         })?
     } else {
-        key_spec.to_owned()
+        spec.to_owned()
     };
-    let key = key.trim();
-    if key.is_empty() || key.chars().any(char::is_whitespace) {
-        return Err(ConfigError::BadKey(name.to_owned()));
+    let value = value.trim();
+    if value.is_empty() || value.chars().any(char::is_whitespace) {
+        return Err(ConfigError::BadKey(what.to_owned()));
     }
-    Ok(Action {
-        name: name.to_owned(),
-        routing_key: Secret::new(key),
-        severity,
-    })
+    Ok(Secret::new(value))
 }
 
 /// An action spec with its key redacted, for error messages.
@@ -450,6 +519,26 @@ pub struct ServeConfig {
     pub dedup_ttl: Duration,
     /// Idempotency cache size.
     pub dedup_capacity: u64,
+    /// Tokens.
+    pub tokens: crate::server::auth::Tokens,
+    /// PEM certificate chain and key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whole-request time limit.
+    pub request_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Per-IP request rate.
+    pub ingress_rate: Option<(u32, Duration)>,
+}
+
+/// Parses `ROLE:TOKEN`.
+///
+/// # Errors
+/// A bad role or syntax, or an unreadable secret.
+pub fn parse_api_token(spec: &str) -> Result<(crate::server::auth::Role, Secret), ConfigError> {
+    let (role, token) = spec.split_once(':').ok_or(ConfigError::ApiTokenSyntax)?;
+    let role = role.parse().map_err(|_| ConfigError::ApiTokenSyntax)?;
+    Ok((role, read_secret(token, "--api-token")?))
 }
 
 impl ServeConfig {
@@ -490,6 +579,34 @@ impl ServeConfig {
             },
             dedup_ttl: args.dedup_ttl,
             dedup_capacity: args.dedup_capacity.max(1),
+            tokens: crate::server::auth::Tokens {
+                webhook: args
+                    .webhook_tokens
+                    .iter()
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| read_secret(t, "--webhook-token"))
+                    .collect::<Result<_, _>>()?,
+                api: args
+                    .api_tokens
+                    .iter()
+                    .filter(|t| !t.trim().is_empty())
+                    .map(|t| parse_api_token(t))
+                    .collect::<Result<_, _>>()?,
+            },
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                _ => return Err(ConfigError::TlsPair),
+            },
+            request_timeout: args.request_timeout.max(Duration::from_millis(100)),
+            max_connections: args.max_connections.max(1),
+            ingress_rate: args.ingress_rate,
+        })
+        .and_then(|c: Self| {
+            if c.tokens.webhook.is_empty() && !c.listen.ip().is_loopback() && !args.allow_unauthenticated {
+                return Err(ConfigError::Unauthenticated(c.listen));
+            }
+            Ok(c)
         })
     }
 }

@@ -9,8 +9,10 @@
 //!
 //! Everything else is a JSON 404; a known path with the wrong method is 405.
 
+pub mod auth;
 pub mod intake;
 pub mod response;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,10 +28,17 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use std::net::{IpAddr, SocketAddr};
+
+use governor::DefaultKeyedRateLimiter;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
 use crate::actions::Actions;
 use crate::dedup::Seen;
 use crate::spool::Spool;
 use crate::translate;
+use auth::{Denied, Role, Tokens};
 use response::Body;
 
 /// How long a client may take to send its request head (slowloris guard).
@@ -50,10 +59,42 @@ pub struct State {
     pub seen: Seen,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// Webhook and API tokens.
+    pub tokens: Tokens,
+    /// Whole-request time limit.
+    pub request_timeout: Duration,
+    /// Per-client-IP request limiter.
+    pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// Listener settings.
+pub struct Listen {
+    /// Bound listener.
+    pub listener: TcpListener,
+    /// HTTPS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Most connections at once.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listen")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then lets requests in flight finish.
-pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken) {
+    let Listen {
+        listener,
+        tls,
+        max_connections,
+    } = listen;
+    let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -61,7 +102,12 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: Cancellatio
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
-        let (stream, _peer) = tokio::select! {
+        // At the cap, stop accepting: new clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -77,17 +123,47 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: Cancellatio
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(&state, req).await) }
+            async move { Ok::<_, Infallible>(timed(&state, req, peer).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-        });
+            Some(acceptor) => {
+                let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -96,7 +172,68 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: Cancellatio
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
+/// Applies the whole-request time limit (slow bodies included) and the
+/// per-client-IP rate limit, then routes.
+async fn timed(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if let Some(limiter) = &state.ingress
+        && let Err(not_until) = limiter.check_key(&peer.ip())
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut res = response::error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests from {}; retry in {secs} s (--ingress-rate)",
+                peer.ip()
+            ),
+        );
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs.max(1)));
+        return res;
+    }
+    match tokio::time::timeout(state.request_timeout, route(state, req, peer.ip())).await {
+        Ok(res) => res,
+        Err(_) => {
+            let mut res = response::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request did not arrive in full within {:?} (--request-timeout)",
+                    state.request_timeout
+                ),
+            );
+            res.headers_mut()
+                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            res
+        }
+    }
+}
+
+/// The response for a refused request.
+fn denied(d: Denied, what: &str) -> Response<Body> {
+    match d {
+        Denied::Unauthenticated => {
+            let mut res = response::error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                format!("{what}: send a valid token as `Authorization: Bearer <token>`"),
+            );
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            res
+        }
+        Denied::Forbidden { needs, has } => response::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} needs the {needs} role; this token has {has}"),
+        ),
+    }
+}
+
+async fn route(state: &State, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix("/v1/prefect/") {
         let name = rest.strip_suffix('/').unwrap_or(rest);
@@ -106,14 +243,28 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         if req.method() != Method::POST {
             return response::method_not_allowed("POST");
         }
+        if let Err(d) = state.tokens.webhook(req.headers()) {
+            return denied(d, "the Prefect intake needs the webhook token");
+        }
         return intake::handle(state, name, req).await;
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if path == "/healthz" {
+        return if get {
+            response::json(StatusCode::OK, &json!({"status": "ok"}))
+        } else {
+            response::method_not_allowed("GET, HEAD")
+        };
+    }
+    if let Some(needs) = required_role(&path, req.method())
+        && let Err(d) = state.tokens.api(req.headers(), peer, needs)
+    {
+        return denied(d, &format!("{} {path}", req.method()));
+    }
     if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
         return dead_letter(state, rest, req.method()).await;
     }
     match path.as_str() {
-        "/healthz" if get => response::json(StatusCode::OK, &json!({"status": "ok"})),
         "/v1/actions" if get => {
             let actions: Vec<_> = state.actions.iter().map(|a| a.summary()).collect();
             response::json(StatusCode::OK, &json!({"actions": actions}))
@@ -123,9 +274,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             Ok(list) => response::json(StatusCode::OK, &json!({"dead_letters": list})),
             Err(e) => internal(&e),
         },
-        "/healthz" | "/v1/actions" | "/v1/spool" | "/v1/dead-letters" => {
-            response::method_not_allowed("GET, HEAD")
-        }
+        "/v1/actions" | "/v1/spool" | "/v1/dead-letters" => response::method_not_allowed("GET, HEAD"),
         _ => response::not_found(&path),
     }
 }
@@ -176,4 +325,23 @@ async fn dead_letter(state: &State, rest: &str, method: &Method) -> Response<Bod
         (true, _) => response::method_not_allowed("POST"),
         (false, _) => response::method_not_allowed("DELETE"),
     }
+}
+
+/// The role an API endpoint needs; `None` for paths that are not the API.
+pub fn required_role(path: &str, method: &Method) -> Option<Role> {
+    let write = !(method == Method::GET || method == Method::HEAD);
+    if path == "/v1/actions" || path.starts_with("/v1/actions/") {
+        return Some(if write { Role::User } else { Role::Viewer });
+    }
+    if path == "/v1/spool" || path == "/v1/dead-letters" {
+        return Some(Role::Viewer);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
+        return Some(match *method {
+            Method::DELETE => Role::Admin,
+            _ if rest.ends_with("/retry") => Role::User,
+            _ => Role::Viewer,
+        });
+    }
+    None
 }
