@@ -114,6 +114,20 @@ impl Actions {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// Adds an action; returns false when the name is taken.
+    pub fn insert(&mut self, action: Action) -> bool {
+        if self.by_name.contains_key(&action.name) {
+            return false;
+        }
+        self.by_name.insert(action.name.clone(), action);
+        true
+    }
+
+    /// Removes an action; returns it.
+    pub fn remove(&mut self, name: &str) -> Option<Action> {
+        self.by_name.remove(name)
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,21 @@ impl App {
         };
         let spool = Spool::open(&config.spool, config.delivery.clone())
             .with_context(|| format!("opening the spool {}", config.spool.display()))?;
+        let mut actions = config.actions.clone();
+        let fixed_actions = actions.names().into_iter().map(str::to_owned).collect();
+        for stored in spool.stored_actions().context("reading stored actions")? {
+            let action = crate::actions::Action {
+                name: stored.name.clone(),
+                routing_key: crate::secret::Secret::new(stored.routing_key),
+                severity: stored.severity,
+            };
+            if !actions.insert(action) {
+                tracing::warn!(action = %stored.name, "a stored action has the name of an --action; the flag wins");
+            }
+        }
         let state = Arc::new(State {
-            actions: config.actions.clone(),
+            actions: std::sync::RwLock::new(actions),
+            fixed_actions,
             options: config.translate.clone(),
             spool: spool.clone(),
             seen: Seen::new(config.dedup_ttl, config.dedup_capacity),

@@ -18,8 +18,9 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let Some(action) = state.actions.get(name) else {
-        let names = state.actions.names();
+    let action = state.actions().get(name).cloned();
+    let Some(action) = action.as_ref() else {
+        let names: Vec<String> = state.actions().names().into_iter().map(str::to_owned).collect();
         let detail = if names.is_empty() {
             format!(
                 "no action named {name:?}: none is configured; start the bridge with --action NAME=ROUTING_KEY"

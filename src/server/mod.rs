@@ -9,6 +9,7 @@
 //!
 //! Everything else is a JSON 404; a known path with the wrong method is 405.
 
+pub mod actions;
 pub mod auth;
 pub mod intake;
 pub mod response;
@@ -49,8 +50,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct State {
-    /// Actions by name.
-    pub actions: Actions,
+    /// Actions by name; API-created ones come and go at run time.
+    pub actions: std::sync::RwLock<Actions>,
+    /// Names given with `--action` (not deletable over the API).
+    pub fixed_actions: std::collections::HashSet<String>,
     /// Translation options.
     pub options: translate::Options,
     /// The durable outbox.
@@ -65,6 +68,22 @@ pub struct State {
     pub request_timeout: Duration,
     /// Per-client-IP request limiter.
     pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl State {
+    /// The current actions (a read lock; do not hold it across an await).
+    pub fn actions(&self) -> std::sync::RwLockReadGuard<'_, Actions> {
+        self.actions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The actions, for changing.
+    pub fn actions_mut(&self) -> std::sync::RwLockWriteGuard<'_, Actions> {
+        self.actions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Listener settings.
@@ -264,17 +283,22 @@ async fn route(state: &State, req: Request<Incoming>, peer: IpAddr) -> Response<
     if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
         return dead_letter(state, rest, req.method()).await;
     }
+    if let Some(rest) = path.strip_prefix("/v1/actions/").filter(|r| !r.is_empty()) {
+        let method = req.method().clone();
+        return actions::handle(state, Some(rest), &method, bytes::Bytes::new()).await;
+    }
     match path.as_str() {
-        "/v1/actions" if get => {
-            let actions: Vec<_> = state.actions.iter().map(|a| a.summary()).collect();
-            response::json(StatusCode::OK, &json!({"actions": actions}))
+        "/v1/actions" => {
+            let method = req.method().clone();
+            let body = read_small_body(state, req).await;
+            actions::handle(state, None, &method, body).await
         }
         "/v1/spool" if get => response::json(StatusCode::OK, &json!(state.spool.stats())),
         "/v1/dead-letters" if get => match state.spool.dead_letters() {
             Ok(list) => response::json(StatusCode::OK, &json!({"dead_letters": list})),
             Err(e) => internal(&e),
         },
-        "/v1/actions" | "/v1/spool" | "/v1/dead-letters" => response::method_not_allowed("GET, HEAD"),
+        "/v1/spool" | "/v1/dead-letters" => response::method_not_allowed("GET, HEAD"),
         _ => response::not_found(&path),
     }
 }
@@ -344,4 +368,15 @@ pub fn required_role(path: &str, method: &Method) -> Option<Role> {
         });
     }
     None
+}
+
+/// An API request body, capped at 64 KiB (an action is a few hundred bytes).
+async fn read_small_body(state: &State, req: Request<Incoming>) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    let limit = state.max_body.min(64 * 1024);
+    http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default()
 }

@@ -575,6 +575,30 @@ impl Spool {
         }
     }
 
+    /// Actions created over the API, from the spool file.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn stored_actions(&self) -> Result<Vec<store::StoredAction>, Error> {
+        self.inner.store.actions()
+    }
+
+    /// Stores (`Some`) or forgets (`None`) an API-created action.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn save_action(&self, name: &str, action: Option<store::StoredAction>) -> Result<(), Error> {
+        let mut change = Change {
+            durable: true,
+            ..Change::default()
+        };
+        match action {
+            Some(a) => change.action_put.push(a),
+            None => change.action_delete.push(name.to_owned()),
+        }
+        self.inner.store.commit(change).await
+    }
+
     /// Deletes one dead letter; returns whether it existed.
     ///
     /// # Errors

@@ -23,6 +23,7 @@ const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead");
 const OPEN: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -101,6 +102,10 @@ pub struct Change {
     pub open_delete: Vec<(String, String)>,
     /// Counter increments.
     pub counters: Counters,
+    /// Actions to store.
+    pub action_put: Vec<StoredAction>,
+    /// Actions to drop, by name.
+    pub action_delete: Vec<String>,
     /// Whether this change must be on disk before it is acknowledged.
     pub durable: bool,
 }
@@ -114,7 +119,20 @@ impl Change {
             && self.open_put.is_empty()
             && self.open_delete.is_empty()
             && self.counters == Counters::default()
+            && self.action_put.is_empty()
+            && self.action_delete.is_empty()
     }
+}
+
+/// An action created over the API, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredAction {
+    /// Name.
+    pub name: String,
+    /// Routing key (the spool file is 0600).
+    pub routing_key: String,
+    /// Fixed severity, or `None` for auto.
+    pub severity: Option<crate::pagerduty::Severity>,
 }
 
 /// A spool failure.
@@ -190,6 +208,7 @@ impl Store {
             txn.open_table(DEAD).map_err(storage)?;
             txn.open_table(OPEN).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
+            txn.open_table(ACTIONS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         let db = std::sync::Arc::new(db);
@@ -250,6 +269,23 @@ impl Store {
             out.push(
                 serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(k.value(), e.to_string()))?,
             );
+        }
+        Ok(out)
+    }
+
+    /// Actions created over the API.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn actions(&self) -> Result<Vec<StoredAction>, Error> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(ACTIONS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (_, v) = row.map_err(storage)?;
+            if let Ok(a) = serde_json::from_slice(v.value()) {
+                out.push(a);
+            }
         }
         Ok(out)
     }
@@ -384,6 +420,7 @@ fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
         let mut dead = txn.open_table(DEAD).map_err(storage)?;
         let mut open = txn.open_table(OPEN).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
+        let mut actions = txn.open_table(ACTIONS).map_err(storage)?;
         let mut max_id = 0;
         let mut counters = Counters::default();
         for c in batch.iter().map(|j| &j.change) {
@@ -411,6 +448,15 @@ fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
             }
             for (key, dedup) in &c.open_delete {
                 open.remove(open_key(key, dedup).as_str()).map_err(storage)?;
+            }
+            for a in &c.action_put {
+                let bytes = serde_json::to_vec(a).map_err(storage)?;
+                actions
+                    .insert(a.name.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            for name in &c.action_delete {
+                actions.remove(name.as_str()).map_err(storage)?;
             }
             counters.delivered += c.counters.delivered;
             counters.superseded += c.counters.superseded;
