@@ -42,7 +42,8 @@ use crate::translate;
 use auth::{Denied, Role, Tokens};
 use response::Body;
 
-/// How long a client may take to send its request head (slowloris guard).
+/// Longest a client may take to send its request head (less when
+/// `--request-timeout` is shorter).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,10 +117,12 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Slowloris: a client gets at most this long to send its request head.
+    let header_timeout = HEADER_READ_TIMEOUT.min(state.request_timeout);
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_timeout);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's backlog.
         let permit = tokio::select! {

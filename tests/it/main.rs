@@ -5,4 +5,5 @@ mod support;
 mod golden;
 mod intake;
 mod prefect_e2e;
+mod security;
 mod spool;
