@@ -45,6 +45,8 @@ use response::Body;
 /// Longest a client may take to send its request head (less when
 /// `--request-timeout` is shorter).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long requests in flight may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,7 +124,11 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // Prefect's heads are a few hundred bytes; bound what a client can
+        // make us buffer (a longer head gets 431).
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's backlog.
         let permit = tokio::select! {

@@ -3,6 +3,7 @@
 mod support;
 
 mod golden;
+mod hostile;
 mod intake;
 mod prefect_e2e;
 mod security;

@@ -84,7 +84,7 @@ async fn tls_serves_http2_and_http1_to_clients_that_trust_the_ca() {
             &format!("oncall={KEY_A}"),
         ]);
         let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).expect("ca");
-        let trusting = reqwest::Client::builder()
+        let trusting = crate::support::client_builder()
             .tls_certs_only([ca.clone()])
             .build()
             .expect("client");
@@ -100,7 +100,7 @@ async fn tls_serves_http2_and_http1_to_clients_that_trust_the_ca() {
             reqwest::Version::HTTP_2,
             "{kind}: ALPN should pick h2"
         );
-        let h1 = reqwest::Client::builder()
+        let h1 = crate::support::client_builder()
             .tls_certs_only([ca])
             .http1_only()
             .build()
@@ -116,7 +116,7 @@ async fn tls_serves_http2_and_http1_to_clients_that_trust_the_ca() {
         double.wait_accepted(1, WAIT).await;
         // A client that does not trust this CA gets no answer.
         let other = pki("ecdsa");
-        let stranger = reqwest::Client::builder()
+        let stranger = crate::support::client_builder()
             .tls_certs_only([reqwest::Certificate::from_pem(other.ca_pem.as_bytes()).expect("ca")])
             .build()
             .expect("client");
@@ -487,7 +487,7 @@ async fn connections_are_capped() {
     let hog1 = TcpStream::connect(b.addr).expect("connect");
     let hog2 = TcpStream::connect(b.addr).expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let quick = reqwest::Client::builder()
+    let quick = crate::support::client_builder()
         .timeout(Duration::from_millis(700))
         .build()
         .expect("client");
@@ -498,7 +498,7 @@ async fn connections_are_capped() {
     );
     drop(hog1);
     drop(hog2);
-    let res = reqwest::Client::new()
+    let res = crate::support::client()
         .get(&url)
         .send()
         .await

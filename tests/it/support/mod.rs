@@ -64,10 +64,16 @@ pub fn capture(name: &str) -> Vec<u8> {
         .body
 }
 
+/// A client builder, with the ring provider installed (reqwest is built
+/// without one).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// An HTTP client for talking to the bridge.
 pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().build().expect("client")
+    client_builder().build().expect("client")
 }
 
 /// Posts `body` with no Content-Type, as Prefect's call-webhook does.
