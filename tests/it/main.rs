@@ -6,5 +6,7 @@ mod golden;
 mod hostile;
 mod intake;
 mod prefect_e2e;
+mod props;
+mod secrets;
 mod security;
 mod spool;
