@@ -167,7 +167,7 @@ async fn open_loop(
     secs: u64,
 ) -> Open {
     let client = support::client();
-    let before = double.received().len();
+        let before = double.count();
     let total = rate * secs;
     let mut sent_at = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
@@ -191,15 +191,15 @@ async fn open_loop(
     while tasks.join_next().await.is_some() {}
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = double.received().len() - before;
+                let got = double.count() - before;
         if got >= sent_at.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let received = double.received();
+        let received = double.received_since(before);
     let mut lat = Vec::new();
-    for r in &received[before..] {
+    for r in &received {
         if let Some(t0) = sent_at.get(r.dedup_key()) {
             lat.push(r.at.duration_since(*t0));
         }
@@ -214,6 +214,9 @@ async fn open_loop(
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -259,7 +262,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             idle.push(rss_kb(b.pid(), "VmRSS:") as f64 / 1024.0);
             let url = b.intake("bench");
-            for row in &mut table {
+                        let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+            for row in table.iter_mut().filter(|_| only.is_empty() || only == "closed") {
                 let r = closed_loop(&url, &bodies, &next, row.0, secs).await;
                 row.1.push(r.rate);
                 row.2.push(ms(r.p50));
@@ -276,6 +280,9 @@ fn main() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+                        if !(only.is_empty() || only == "open") {
+                continue;
             }
             let o = open_loop(&url, &double, &bodies, &next, 1000, secs).await;
             e2e50.push(ms(o.p50));
