@@ -167,7 +167,7 @@ async fn open_loop(
     secs: u64,
 ) -> Open {
     let client = support::client();
-        let before = double.count();
+    let before = double.count();
     let total = rate * secs;
     let mut sent_at = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
@@ -191,13 +191,13 @@ async fn open_loop(
     while tasks.join_next().await.is_some() {}
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-                let got = double.count() - before;
+        let got = double.count() - before;
         if got >= sent_at.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-        let received = double.received_since(before);
+    let received = double.received_since(before);
     let mut lat = Vec::new();
     for r in &received {
         if let Some(t0) = sent_at.get(r.dedup_key()) {

@@ -272,9 +272,6 @@ fn delivered(spool: &Spool, w: &Work, status: u16) {
             open.delivered = true;
             let open: Open = *open;
             change.open_put.push(open_row(&w.key, &w.dedup_key, open));
-            // That PagerDuty holds this alert decides whether a later
-            // resolve is sent; losing it in a crash would strand the alert.
-            change.durable = true;
         }
     }
     drop(idx);
@@ -367,6 +364,14 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             change.dead_put.push(record.clone());
             change.counters.dead_lettered += 1;
             change.durable = true;
+            if record.event.event_action == EventAction::Trigger {
+                let k = (w.key.clone(), w.dedup_key.clone());
+                if let Some(open) = idx.open.get(&k).copied().filter(|o| !o.delivered) {
+                    let mut row = open_row(&w.key, &w.dedup_key, open);
+                    row.dead = true;
+                    change.open_put.push(row);
+                }
+            }
             idx.counters.dead_lettered += 1;
             tracing::error!(action = %record.action, routing_key, dedup_key, status, errors = %error,
                 id = record.id, "PagerDuty rejected the event; moved to the dead letters");

@@ -271,6 +271,7 @@ fn open_row(key: &str, dedup: &str, open: Open) -> OpenRow {
         dedup_key: dedup.to_owned(),
         class: open.class,
         delivered: open.delivered,
+        dead: false,
     }
 }
 
@@ -313,9 +314,13 @@ impl Spool {
         for o in snap.open {
             index.open.insert(
                 (Arc::from(o.routing_key.as_str()), Arc::from(o.dedup_key.as_str())),
+                // After a crash the delivered flag may be stale (acks are not
+                // fsync'd). Assume PagerDuty has the alert unless its trigger
+                // was dead-lettered: an extra resolve is dropped harmlessly,
+                // a missing one strands an incident.
                 Open {
                     class: o.class,
-                    delivered: o.delivered,
+                    delivered: !o.dead,
                 },
             );
         }
@@ -686,6 +691,7 @@ pub mod offline {
                 dedup_key: dedup,
                 class,
                 delivered: false,
+                dead: false,
             });
         }
         record.id = snap.next_id;

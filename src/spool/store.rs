@@ -70,8 +70,13 @@ pub struct OpenRow {
     pub dedup_key: String,
     /// What kind of alert is open.
     pub class: AlertClass,
-    /// Whether PagerDuty has taken a trigger for it (else it may still be queued).
+    /// Whether PagerDuty has taken a trigger for it (else it may still be
+    /// queued). Written without fsync: after a crash it is not trusted.
     pub delivered: bool,
+    /// Whether its trigger became a dead letter: PagerDuty never had it.
+    /// Written durably, so it is trusted after a crash.
+    #[serde(default)]
+    pub dead: bool,
 }
 
 /// Spool counters.

@@ -137,14 +137,20 @@ impl Double {
         *self.shared.delay.lock().expect("lock") = delay;
     }
 
-        /// How many requests were received, without copying them.
+    /// How many requests were received, without copying them.
     pub fn count(&self) -> usize {
         self.shared.received.lock().expect("lock").len()
     }
 
     /// What was received from index `from` on.
     pub fn received_since(&self, from: usize) -> Vec<Received> {
-        self.shared.received.lock().expect("lock").get(from..).map(<[Received]>::to_vec).unwrap_or_default()
+        self.shared
+            .received
+            .lock()
+            .expect("lock")
+            .get(from..)
+            .map(<[Received]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Everything received so far.
