@@ -138,8 +138,13 @@ fn read_resource(n: &mut Notification, r: &Map<String, Value>, primary: bool) {
     let name = text(r.get("prefect.resource.name"));
     let role = text(r.get("prefect.resource.role"));
     match kind {
-        Kind::FlowRun => {
-            Ref::fill(&mut n.flow_run, Some(id), name);
+        Kind::FlowRun | Kind::TaskRun => {
+            let slot = if kind == Kind::FlowRun {
+                &mut n.flow_run
+            } else {
+                &mut n.task_run
+            };
+            Ref::fill(slot, Some(id), name);
             if primary {
                 let state = State {
                     kind: text(r.get("prefect.state-type")).map(str::to_ascii_uppercase),
@@ -149,19 +154,8 @@ fn read_resource(n: &mut Notification, r: &Map<String, Value>, primary: bool) {
                 if state != State::default() {
                     n.state = Some(state);
                 }
-                n.run_count = owned_text(r.get("prefect.run-count"));
-            }
-        }
-        Kind::TaskRun => {
-            Ref::fill(&mut n.task_run, Some(id), name);
-            if primary {
-                let state = State {
-                    kind: text(r.get("prefect.state-type")).map(str::to_ascii_uppercase),
-                    name: text(r.get("prefect.state-name")).map(str::to_owned),
-                    message: text(r.get("prefect.state-message")).map(str::to_owned),
-                };
-                if state != State::default() {
-                    n.state = Some(state);
+                if kind == Kind::FlowRun {
+                    n.run_count = owned_text(r.get("prefect.run-count"));
                 }
             }
         }

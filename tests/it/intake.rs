@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::support::bridge::Bridge;
 use crate::support::pagerduty::{Double, Reply};
 use crate::support::spec::Spec;
-use crate::support::{KEY_A, KEY_B, capture, captures, client, fixtures, post};
+use crate::support::{KEY_A, KEY_B, capture, captures, client, fixtures, post, with_state};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -26,19 +26,6 @@ fn bridge(double: &Double, extra: &[&str]) -> Bridge {
     ];
     args.extend_from_slice(extra);
     Bridge::serve(&args)
-}
-
-/// A flow-run event of `body` rewritten to another state.
-fn with_state(body: &[u8], kind: &str, name: &str) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(body).expect("event JSON");
-    // Each state change is its own Prefect event, with its own id.
-    let id = v["id"].as_str().unwrap_or_default().to_owned();
-    v["id"] = json!(format!("{id}-{name}"));
-    v["event"] = json!(format!("prefect.flow-run.{name}"));
-    v["resource"]["prefect.state-type"] = json!(kind);
-    v["resource"]["prefect.state-name"] = json!(name);
-    v["payload"]["validated_state"] = json!({"type": kind, "name": name});
-    v.to_string().into_bytes()
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::{Double, Reply};
-use crate::support::{KEY_A, capture, client, post};
+use crate::support::{KEY_A, capture, client, post, with_state};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,18 +23,6 @@ fn failed_run(i: usize) -> Vec<u8> {
     v["id"] = json!(format!("10000000-0000-4000-8000-{i:012}"));
     v["resource"]["prefect.resource.id"] = json!(format!("prefect.flow-run.{run}"));
     v["resource"]["prefect.resource.name"] = json!(format!("run-{i}"));
-    v.to_string().into_bytes()
-}
-
-/// The same run in another state, as a new Prefect event.
-fn same_run(body: &[u8], kind: &str, name: &str) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(body).expect("json");
-    let id = v["id"].as_str().unwrap_or_default().to_owned();
-    v["id"] = json!(format!("{id}-{name}"));
-    v["event"] = json!(format!("prefect.flow-run.{name}"));
-    v["resource"]["prefect.state-type"] = json!(kind);
-    v["resource"]["prefect.state-name"] = json!(name);
-    v["payload"]["validated_state"] = json!({"type": kind, "name": name});
     v.to_string().into_bytes()
 }
 
@@ -406,7 +394,7 @@ async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
     double
         .wait_until(WAIT, "the first attempt", |r| !r.is_empty())
         .await;
-    let (status, answer) = post(&b.intake("oncall"), same_run(&failed, "COMPLETED", "Completed")).await;
+    let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "superseded");
     double.set_reply(Reply::Accept);
@@ -441,8 +429,8 @@ async fn queued_triggers_collapse_into_the_newest() {
     double
         .wait_until(WAIT, "the first attempt", |r| !r.is_empty())
         .await;
-    post(&b.intake("oncall"), same_run(&failed, "CRASHED", "Crashed")).await;
-    post(&b.intake("oncall"), same_run(&failed, "FAILED", "TimedOut")).await;
+    post(&b.intake("oncall"), with_state(&failed, "CRASHED", "Crashed")).await;
+    post(&b.intake("oncall"), with_state(&failed, "FAILED", "TimedOut")).await;
     double.set_reply(Reply::Accept);
     let got = double.wait_accepted(1, WAIT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -469,7 +457,7 @@ async fn a_resolve_never_overtakes_its_trigger() {
     post(&b.intake("oncall"), failed.clone()).await;
     // The trigger is now in flight (the double is slow); the resolve must wait for it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, answer) = post(&b.intake("oncall"), same_run(&failed, "COMPLETED", "Completed")).await;
+    let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (202, Some("accepted")),
@@ -575,7 +563,7 @@ async fn a_resolve_after_kill_9_still_closes_a_delivered_alert() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     b.kill();
     let b = serve(&double, &spool, &[]);
-    let (status, answer) = post(&b.intake("oncall"), same_run(&failed, "COMPLETED", "Completed")).await;
+    let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (202, Some("accepted")),

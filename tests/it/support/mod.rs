@@ -86,3 +86,16 @@ pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("response is not JSON: {text:?}")),
     )
 }
+
+/// A flow-run event of `body` moved to another state, as a new Prefect
+/// event with its own id (each state change is one).
+pub fn with_state(body: &[u8], kind: &str, name: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(body).expect("event JSON");
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+    v["id"] = Value::from(format!("{id}-{name}"));
+    v["event"] = Value::from(format!("prefect.flow-run.{name}"));
+    v["resource"]["prefect.state-type"] = Value::from(kind);
+    v["resource"]["prefect.state-name"] = Value::from(name);
+    v["payload"]["validated_state"] = serde_json::json!({"type": kind, "name": name});
+    v.to_string().into_bytes()
+}
