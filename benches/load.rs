@@ -6,7 +6,8 @@
 //! missing; peak and idle RSS; start to ready.
 //!
 //! Run: `cargo bench --bench load` (`LOAD_SECS=10` for longer phases,
-//! `LOAD_RUNS=3` to repeat and report medians). Client, double and bridge
+//! `LOAD_RUNS=3` to repeat and report medians, `LOAD_CONC=128` and
+//! `LOAD_ONLY=closed|open` to run part of it). Client, double and bridge
 //! share this machine's cores, so the figures are for the whole setup.
 
 #[path = "../tests/it/support/mod.rs"]
@@ -254,7 +255,12 @@ fn main() {
 
         type Row = (usize, Vec<f64>, Vec<f64>, Vec<f64>, usize);
         let mut table: Vec<Row> =
-            [1, 16, 128].iter().map(|c| (*c, vec![], vec![], vec![], 0)).collect();
+                        std::env::var("LOAD_CONC")
+                .unwrap_or_else(|_| "1,16,128".to_owned())
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .map(|c| (c, vec![], vec![], vec![], 0))
+                .collect();
         let (mut e2e50, mut e2e99, mut missing, mut peak, mut idle) = (vec![], vec![], 0, vec![], vec![]);
         for _ in 0..runs {
             let double = Double::start().await;
