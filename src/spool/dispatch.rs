@@ -215,7 +215,7 @@ async fn send(spool: &Spool, sink: &Sink, w: Work) {
     if let (Sink::PagerDuty(client), Some(body)) = (sink, w.wire.clone()) {
         let outcome = client.send_json(body).await;
         if matches!(outcome, Outcome::Accepted { .. }) {
-            delivered(spool, &w, outcome.status());
+            delivered(spool, &w, outcome.status(), false);
             return;
         }
         if let Some(record) = read(spool, &w) {
@@ -229,9 +229,8 @@ async fn send(spool: &Spool, sink: &Sink, w: Work) {
             tracing::info!(action = %record.action, dedup_key = record.event.dedup_key.as_deref().unwrap_or_default(),
                 event_action = %record.event.event_action, event = %record.event.to_redacted_json(),
                 "dry run: would send to PagerDuty");
-            Outcome::Accepted {
-                dedup_key: record.event.dedup_key.clone(),
-            }
+            delivered(spool, &w, 0, true);
+            return;
         }
         Sink::PagerDuty(client) => client.send(&record.event).await,
     };
@@ -258,7 +257,7 @@ fn read(spool: &Spool, w: &Work) -> Option<Record> {
 }
 
 /// Records a 202: drops the event, marks its alert as seen by PagerDuty.
-fn delivered(spool: &Spool, w: &Work, status: u16) {
+fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
     let mut change = Change::default();
     let mut idx = spool.lock();
     idx.in_flight = idx.in_flight.saturating_sub(1);
@@ -275,8 +274,11 @@ fn delivered(spool: &Spool, w: &Work, status: u16) {
         }
     }
     drop(idx);
-    tracing::info!(action = %w.action_name, routing_key = %crate::secret::redact(&w.key),
-        dedup_key = %w.dedup_key, event_action = %w.action, status, "delivered to PagerDuty");
+    // A dry run already logged the event it would have sent.
+    if !dry_run {
+        tracing::info!(action = %w.action_name, routing_key = %crate::secret::redact(&w.key),
+            dedup_key = %w.dedup_key, event_action = %w.action, status, "delivered to PagerDuty");
+    }
     spool.inner.store.submit(change);
     spool.inner.wake.notify_one();
 }
@@ -307,7 +309,7 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             // `delivered` releases the in-flight slot itself.
             idx.in_flight += 1;
             drop(idx);
-            delivered(spool, &w, status);
+            delivered(spool, &w, status, false);
             return;
         }
         Outcome::RateLimited { retry_after } => {

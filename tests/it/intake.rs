@@ -286,6 +286,10 @@ async fn dry_run_sends_nothing_and_logs_the_event() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        !b.logs().iter().any(|l| l.contains("delivered to PagerDuty")),
+        "a dry run must not claim a delivery"
+    );
     assert!(double.received().is_empty());
 }
 
