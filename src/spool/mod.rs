@@ -486,7 +486,7 @@ impl Spool {
 
     /// Current figures.
     pub fn stats(&self) -> Stats {
-        let dead = self.inner.store.dead_letters().map(|d| d.len()).unwrap_or(0);
+        let dead = self.inner.store.dead_count().unwrap_or(0);
         let idx = self.lock();
         let now = Instant::now();
         Stats {
@@ -661,7 +661,7 @@ pub mod offline {
             queued: snap.events.len(),
             in_flight: 0,
             open_alerts: snap.open.len(),
-            dead_letters: store.dead_letters()?.len(),
+            dead_letters: store.dead_count()?,
             paused_keys: 0,
             counters: snap.counters,
         })

@@ -278,6 +278,17 @@ impl Store {
         Ok(out)
     }
 
+    /// How many dead letters there are, without reading them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn dead_count(&self) -> Result<usize, Error> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().map_err(storage)?;
+        let dead = txn.open_table(DEAD).map_err(storage)?;
+        Ok(usize::try_from(dead.len().map_err(storage)?).unwrap_or(usize::MAX))
+    }
+
     /// Actions created over the API.
     ///
     /// # Errors
