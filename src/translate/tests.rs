@@ -46,6 +46,14 @@ fn run(v: &Value, severity: Option<Severity>) -> Translation {
     t
 }
 
+fn details(t: &Translation) -> &Map<String, Value> {
+    t.event
+        .payload
+        .as_ref()
+        .and_then(|p| p.custom_details.as_ref())
+        .expect("details")
+}
+
 fn severity(t: &Translation) -> Option<Severity> {
     t.event.payload.as_ref().map(|p| p.severity)
 }
@@ -96,12 +104,7 @@ fn a_fixed_action_severity_overrides_auto_and_templates() {
     );
     pd_shaped["payload"]["severity"] = json!("high");
     let t = run(&pd_shaped, None);
-    let details = t
-        .event
-        .payload
-        .as_ref()
-        .and_then(|p| p.custom_details.as_ref())
-        .expect("details");
+    let details = details(&t);
     assert!(
         details["invalid_severity"]
             .as_str()
@@ -188,12 +191,7 @@ fn huge_details_are_trimmed_under_512_kb_and_say_so() {
     let t = run(&e, None);
     let bytes = serde_json::to_vec(&t.event).expect("json").len();
     assert!(bytes <= pagerduty::MAX_EVENT_BYTES, "{bytes}");
-    let details = t
-        .event
-        .payload
-        .as_ref()
-        .and_then(|p| p.custom_details.as_ref())
-        .expect("details");
+    let details = details(&t);
     assert!(
         details["_truncated"].as_array().is_some_and(|a| !a.is_empty()),
         "{:?}",

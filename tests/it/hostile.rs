@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::bridge::Bridge;
 use crate::support::pagerduty::Double;
 use crate::support::spec::Spec;
-use crate::support::{KEY_A, capture};
+use crate::support::{capture, serve_oncall};
 
 /// What a case must get back.
 #[derive(Debug, Clone, Copy)]
@@ -38,14 +37,7 @@ fn event_with(f: impl FnOnce(&mut Value)) -> Vec<u8> {
 async fn hostile_inputs_get_defined_outcomes_and_the_bridge_survives() {
     use Expect::{Accepted, Client};
     let double = Double::start().await;
-    let b = Bridge::serve(&[
-        "--pagerduty-url",
-        &double.url(),
-        "--action",
-        &format!("oncall={KEY_A}"),
-        "--max-body",
-        "1MiB",
-    ]);
+    let b = serve_oncall(&double, &["--max-body", "1MiB"]);
     let big_string = format!(
         "{{\"event\": \"prefect.flow-run.Failed\", \"x\": \"{}\"}}",
         "a".repeat(900_000)

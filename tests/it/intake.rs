@@ -9,23 +9,14 @@ use serde_json::{Value, json};
 use crate::support::bridge::Bridge;
 use crate::support::pagerduty::{Double, Reply};
 use crate::support::spec::Spec;
-use crate::support::{KEY_A, KEY_B, capture, captures, client, fixtures, post, with_state};
+use crate::support::{KEY_A, KEY_B, capture, captures, client, fixtures, post, serve_oncall, with_state};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 fn bridge(double: &Double, extra: &[&str]) -> Bridge {
-    let action_a = format!("oncall={KEY_A}");
-    let url = double.url();
-    let mut args = vec![
-        "--pagerduty-url",
-        &url,
-        "--action",
-        &action_a,
-        "--prefect-ui-url",
-        "http://127.0.0.1:4200",
-    ];
+    let mut args = vec!["--prefect-ui-url", "http://127.0.0.1:4200"];
     args.extend_from_slice(extra);
-    Bridge::serve(&args)
+    serve_oncall(double, &args)
 }
 
 #[tokio::test]

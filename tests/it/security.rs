@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::Double;
-use crate::support::{KEY_A, KEY_B, capture, client, post};
+use crate::support::{KEY_A, KEY_B, capture, client, get_json, get_status, post, serve_oncall};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -193,16 +193,7 @@ async fn webhook_tokens_are_required_rotatable_and_read_from_env_or_file() {
     assert_eq!(res.status().as_u16(), 202);
     double.wait_accepted(2, WAIT).await;
     // Health stays open for probes.
-    assert_eq!(
-        client()
-            .get(format!("{}/healthz", b.url()))
-            .send()
-            .await
-            .expect("get")
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(get_status(&format!("{}/healthz", b.url())).await, 200);
 }
 
 #[tokio::test]
@@ -246,18 +237,17 @@ async fn the_bridge_refuses_to_listen_openly_without_a_token() {
 #[tokio::test]
 async fn every_api_endpoint_checks_the_role() {
     let double = Double::start().await;
-    let b = Bridge::serve(&[
-        "--pagerduty-url",
-        &double.url(),
-        "--action",
-        &format!("oncall={KEY_A}"),
-        "--api-token",
-        "viewer:viewer-token-123",
-        "--api-token",
-        "user:user-token-1234567",
-        "--api-token",
-        "admin:admin-token-12345",
-    ]);
+    let b = serve_oncall(
+        &double,
+        &[
+            "--api-token",
+            "viewer:viewer-token-123",
+            "--api-token",
+            "user:user-token-1234567",
+            "--api-token",
+            "admin:admin-token-12345",
+        ],
+    );
     // (method, path, body, least role)
     let endpoints: Vec<(&str, String, Option<Value>, &str)> = vec![
         ("GET", "/v1/actions".into(), None, "viewer"),
@@ -326,15 +316,7 @@ async fn every_api_endpoint_checks_the_role() {
         .expect("get");
     assert_eq!(res.status().as_u16(), 401);
     // Health needs no token.
-    assert_eq!(
-        http.get(format!("{}/healthz", b.url()))
-            .send()
-            .await
-            .expect("get")
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(get_status(&format!("{}/healthz", b.url())).await, 200);
 }
 
 #[tokio::test]
@@ -401,14 +383,7 @@ async fn actions_can_be_created_tested_listed_and_deleted() {
     // It survives a restart.
     assert!(b.terminate().success());
     b = Bridge::serve(&args);
-    let list: Value = http
-        .get(format!("{}/v1/actions", b.url()))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = get_json(&format!("{}/v1/actions", b.url())).await;
     let names: Vec<&str> = list["actions"]
         .as_array()
         .expect("list")
@@ -436,14 +411,7 @@ async fn actions_can_be_created_tested_listed_and_deleted() {
 #[tokio::test]
 async fn slow_requests_time_out_and_slow_headers_are_cut() {
     let double = Double::start().await;
-    let b = Bridge::serve(&[
-        "--pagerduty-url",
-        &double.url(),
-        "--action",
-        &format!("oncall={KEY_A}"),
-        "--request-timeout",
-        "1s",
-    ]);
+    let b = serve_oncall(&double, &["--request-timeout", "1s"]);
     // A body that never finishes: 408.
     let mut s = TcpStream::connect(b.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -476,14 +444,7 @@ async fn slow_requests_time_out_and_slow_headers_are_cut() {
 #[tokio::test]
 async fn connections_are_capped() {
     let double = Double::start().await;
-    let b = Bridge::serve(&[
-        "--pagerduty-url",
-        &double.url(),
-        "--action",
-        &format!("oncall={KEY_A}"),
-        "--max-connections",
-        "2",
-    ]);
+    let b = serve_oncall(&double, &["--max-connections", "2"]);
     let hog1 = TcpStream::connect(b.addr).expect("connect");
     let hog2 = TcpStream::connect(b.addr).expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -509,14 +470,7 @@ async fn connections_are_capped() {
 #[tokio::test]
 async fn the_ingress_rate_limit_answers_429_with_retry_after() {
     let double = Double::start().await;
-    let b = Bridge::serve(&[
-        "--pagerduty-url",
-        &double.url(),
-        "--action",
-        &format!("oncall={KEY_A}"),
-        "--ingress-rate",
-        "5/10s",
-    ]);
+    let b = serve_oncall(&double, &["--ingress-rate", "5/10s"]);
     let mut codes = Vec::new();
     for i in 0..8 {
         let res = client()

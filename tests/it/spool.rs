@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::{Double, Reply};
-use crate::support::{KEY_A, capture, client, post, with_state};
+use crate::support::{KEY_A, capture, client, get_json, post, serve_oncall, with_state};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -27,12 +27,20 @@ fn failed_run(i: usize) -> Vec<u8> {
 }
 
 fn serve(double: &Double, spool: &Path, extra: &[&str]) -> Bridge {
-    let action = format!("oncall={KEY_A}");
-    let url = double.url();
-    let spool = spool.to_str().expect("utf-8 path");
-    let mut args = vec!["--pagerduty-url", &url, "--action", &action, "--spool", spool];
+    let mut args = vec!["--spool", spool.to_str().expect("utf-8 path")];
     args.extend_from_slice(extra);
-    Bridge::serve(&args)
+    serve_oncall(double, &args)
+}
+
+/// Polls the dead-letter list until it holds `n` entries.
+async fn dead_letters(b: &Bridge, n: usize) -> Value {
+    loop {
+        let v = get_json(&format!("{}/v1/dead-letters", b.url())).await;
+        if v["dead_letters"].as_array().is_some_and(|a| a.len() == n) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const FAST: [&str; 6] = [
@@ -225,20 +233,7 @@ async fn a_400_becomes_a_dead_letter_that_can_be_retried_and_purged() {
         .await;
 
     let http = client();
-    let list = loop {
-        let v: Value = http
-            .get(format!("{}/v1/dead-letters", b.url()))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if v["dead_letters"].as_array().is_some_and(|a| a.len() == 2) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let list = dead_letters(&b, 2).await;
     let first = &list["dead_letters"][0];
     assert_eq!(first["action"], "oncall");
     assert_eq!(
@@ -345,20 +340,7 @@ async fn purge_from_the_cli_and_over_http() {
         .wait_until(WAIT, "three rejections", |r| r.len() >= 3)
         .await;
     let http = client();
-    let list = loop {
-        let v: Value = http
-            .get(format!("{}/v1/dead-letters", b.url()))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
-        if v["dead_letters"].as_array().is_some_and(|a| a.len() == 3) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let list = dead_letters(&b, 3).await;
     let id = list["dead_letters"][0]["id"].as_u64().expect("id");
     let r = http
         .delete(format!("{}/v1/dead-letters/{id}", b.url()))
@@ -401,14 +383,7 @@ async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
     // Give the dispatcher time to (wrongly) send anything.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(double.accepted().is_empty(), "{:#?}", double.accepted());
-    let stats: Value = client()
-        .get(format!("{}/v1/spool", b.url()))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = get_json(&format!("{}/v1/spool", b.url())).await;
     assert_eq!(stats["superseded"], 2);
     assert_eq!(stats["queued"], 0);
     assert_eq!(stats["open_alerts"], 0);

@@ -99,3 +99,30 @@ pub fn with_state(body: &[u8], kind: &str, name: &str) -> Vec<u8> {
     v["payload"]["validated_state"] = serde_json::json!({"type": kind, "name": name});
     v.to_string().into_bytes()
 }
+
+/// The bridge on a free port, sending to `double`, with the action
+/// `oncall` on [`KEY_A`], plus `extra` flags.
+pub fn serve_oncall(double: &pagerduty::Double, extra: &[&str]) -> bridge::Bridge {
+    let url = double.url();
+    let action = format!("oncall={KEY_A}");
+    let mut args = vec!["--pagerduty-url", &url, "--action", &action];
+    args.extend_from_slice(extra);
+    bridge::Bridge::serve(&args)
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
+/// The status of a GET of `url`.
+pub async fn get_status(url: &str) -> u16 {
+    client().get(url).send().await.expect("get").status().as_u16()
+}
