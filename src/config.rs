@@ -370,7 +370,7 @@ pub fn parse_actions(specs: &[String]) -> Result<Actions, ConfigError> {
 pub fn parse_action(spec: &str) -> Result<Action, ConfigError> {
     let (name, rest) = spec
         .split_once('=')
-        .ok_or_else(|| ConfigError::ActionSyntax(redact_spec(spec)))?;
+        .ok_or_else(|| ConfigError::ActionSyntax(crate::secret::redact(spec)))?;
     let name = name.trim();
     actions::check_name(name)?;
     let (key_spec, severity) = match rest.rsplit_once(':') {
@@ -414,11 +414,6 @@ pub fn read_secret(spec: &str, what: &str) -> Result<Secret, ConfigError> {
         return Err(ConfigError::BadKey(what.to_owned()));
     }
     Ok(Secret::new(value))
-}
-
-/// An action spec with its key redacted, for error messages.
-fn redact_spec(spec: &str) -> String {
-    crate::secret::redact(spec)
 }
 
 /// Parses `1048576`, `512KiB`, `1MiB`, `1MB`, `64k`.

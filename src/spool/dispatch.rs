@@ -152,10 +152,15 @@ fn select(
     let soon = |t: Instant, next: &mut Option<Instant>| *next = Some(next.map_or(t, |n| n.min(t)));
     let mut blocked_dedup: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
     let mut blocked_key: HashSet<Arc<str>> = HashSet::new();
-    let paused = idx.paused.clone();
-    let mut in_flight = idx.in_flight;
-    for (id, e) in idx.queued.iter_mut() {
-        if in_flight >= max_in_flight {
+    // Disjoint borrows of the index's fields: no copy of `paused` per pass.
+    let super::Index {
+        queued,
+        paused,
+        in_flight,
+        ..
+    } = &mut *idx;
+    for (id, e) in queued.iter_mut() {
+        if *in_flight >= max_in_flight {
             break;
         }
         let dk = (e.key.clone(), e.dedup_key.clone());
@@ -194,7 +199,7 @@ fn select(
             continue;
         }
         e.in_flight = true;
-        in_flight += 1;
+        *in_flight += 1;
         blocked_dedup.insert(dk);
         work.push(Work {
             id: *id,
@@ -205,7 +210,6 @@ fn select(
             wire: e.wire.clone(),
         });
     }
-    idx.in_flight = in_flight;
     (work, next)
 }
 
@@ -240,7 +244,7 @@ async fn send(spool: &Spool, sink: &Sink, w: Work) {
 /// The stored record of `w`; `None` (and the slot released) when it is gone
 /// (superseded or purged between selection and send).
 fn read(spool: &Spool, w: &Work) -> Option<Record> {
-    match spool.inner.store_get(w.id) {
+    match spool.inner.store.get(w.id) {
         Ok(Some(r)) => Some(r),
         other => {
             if let Err(e) = other {

@@ -178,12 +178,6 @@ struct Inner {
     settings: Settings,
 }
 
-impl Inner {
-    fn store_get(&self, id: u64) -> Result<Option<Record>, Error> {
-        self.store.get(id)
-    }
-}
-
 /// The spool; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Spool {
