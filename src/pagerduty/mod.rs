@@ -194,7 +194,8 @@ fn expose_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S
     s.serialize_str(secret.expose())
 }
 
-fn secret_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+/// Reads a routing key into a [`Secret`].
+pub(crate) fn secret_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::new)
 }
 
@@ -405,8 +406,14 @@ pub fn fit_dedup_key(key: &str) -> String {
 
 /// Lower-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Whether `href` is safe to put on an alert: an absolute `http`/`https` URL

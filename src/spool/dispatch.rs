@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Change, Record};
-use super::{Open, Spool, now_ms, open_row};
+use super::{Spool, now_ms, open_row};
 use crate::pagerduty::EventAction;
 use crate::pagerduty::client::{Client, Outcome};
 
@@ -213,32 +213,39 @@ fn select(
     (work, next)
 }
 
-async fn send(spool: &Spool, sink: &Sink, w: Work) {
-    // The common case needs no spool read: the encoded event is in memory,
-    // and a 202 needs only the ids to be recorded.
-    if let (Sink::PagerDuty(client), Some(body)) = (sink, w.wire.clone()) {
-        let outcome = client.send_json(body).await;
-        if matches!(outcome, Outcome::Accepted { .. }) {
-            delivered(spool, &w, outcome.status(), false);
-            return;
-        }
-        if let Some(record) = read(spool, &w) {
-            finish(spool, w, record, outcome);
-        }
-        return;
-    }
-    let Some(record) = read(spool, &w) else { return };
-    let outcome = match sink {
+async fn send(spool: &Spool, sink: &Sink, mut w: Work) {
+    let client = match sink {
+        Sink::PagerDuty(client) => client,
         Sink::DryRun => {
-            tracing::info!(action = %record.action, dedup_key = record.event.dedup_key.as_deref().unwrap_or_default(),
-                event_action = %record.event.event_action, event = %record.event.to_redacted_json(),
-                "dry run: would send to PagerDuty");
+            let Some(record) = read(spool, &w) else { return };
+            let event = record
+                .decode_event()
+                .map(|e| e.to_redacted_json())
+                .unwrap_or_default();
+            tracing::info!(action = %record.action, dedup_key = %w.dedup_key, event_action = %w.action,
+                event = %event, "dry run: would send to PagerDuty");
             delivered(spool, &w, 0, true);
             return;
         }
-        Sink::PagerDuty(client) => client.send(&record.event).await,
     };
-    finish(spool, w, record, outcome);
+    // The encoded event is in memory while the queue is short; otherwise it
+    // is read as stored, as the very bytes to send. Either way a 202 needs
+    // only the ids to be recorded.
+    let body = match w.wire.take() {
+        Some(body) => body,
+        None => match read(spool, &w) {
+            Some(record) => record.wire(),
+            None => return,
+        },
+    };
+    let outcome = client.send_json(body).await;
+    if matches!(outcome, Outcome::Accepted { .. }) {
+        delivered(spool, &w, outcome.status(), false);
+        return;
+    }
+    if let Some(record) = read(spool, &w) {
+        finish(spool, w, record, outcome);
+    }
 }
 
 /// The stored record of `w`; `None` (and the slot released) when it is gone
@@ -269,13 +276,12 @@ fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
     change.delete.push(w.id);
     change.counters.delivered += 1;
     idx.counters.delivered += 1;
-    if w.action == EventAction::Trigger {
-        let k = (w.key.clone(), w.dedup_key.clone());
-        if let Some(open) = idx.open.get_mut(&k) {
-            open.delivered = true;
-            let open: Open = *open;
-            change.open_put.push(open_row(&w.key, &w.dedup_key, open));
-        }
+    // In memory only: on restart every open alert that is not dead-lettered
+    // counts as delivered (see `Spool::open`), so the row need not change.
+    if w.action == EventAction::Trigger
+        && let Some(open) = idx.open.get_mut(&(w.key.clone(), w.dedup_key.clone()))
+    {
+        open.delivered = true;
     }
     drop(idx);
     // A dry run already logged the event it would have sent.
@@ -289,9 +295,8 @@ fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
 
 fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
     let settings = &spool.inner.settings;
-    let e = &record.event;
-    let dedup_key = e.dedup_key.clone().unwrap_or_default();
-    let routing_key = e.routing_key.redacted();
+    let dedup_key: &str = &w.dedup_key;
+    let routing_key = crate::secret::redact(&w.key);
     let status = outcome.status();
     let mut change = Change::default();
     let mut idx = spool.lock();
@@ -370,7 +375,7 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             change.dead_put.push(record.clone());
             change.counters.dead_lettered += 1;
             change.durable = true;
-            if record.event.event_action == EventAction::Trigger {
+            if w.action == EventAction::Trigger {
                 let k = (w.key.clone(), w.dedup_key.clone());
                 if let Some(open) = idx.open.get(&k).copied().filter(|o| !o.delivered) {
                     let mut row = open_row(&w.key, &w.dedup_key, open);

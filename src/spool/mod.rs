@@ -211,8 +211,8 @@ pub struct DeadLetter {
     pub action: String,
     /// Last four characters of the routing key.
     pub routing_key: String,
-    /// trigger / resolve / acknowledge.
-    pub event_action: EventAction,
+    /// trigger / resolve / acknowledge (`None`: the stored event is unreadable).
+    pub event_action: Option<EventAction>,
     /// Dedup key.
     pub dedup_key: Option<String>,
     /// The alert summary, for triggers.
@@ -243,13 +243,17 @@ fn rfc3339(ms: i64) -> String {
 impl DeadLetter {
     /// The outside view of a dead record.
     pub fn from_record(r: &Record) -> Self {
+        let head = r.head().ok();
         Self {
             id: r.id,
             action: r.action.clone(),
-            routing_key: r.event.routing_key.redacted(),
-            event_action: r.event.event_action,
-            dedup_key: r.event.dedup_key.clone(),
-            summary: r.event.payload.as_ref().map(|p| p.summary.clone()),
+            routing_key: head
+                .as_ref()
+                .map(|h| h.routing_key.redacted())
+                .unwrap_or_default(),
+            event_action: head.as_ref().map(|h| h.event_action),
+            dedup_key: head.as_ref().and_then(|h| h.dedup_key.clone()),
+            summary: head.and_then(|h| h.payload).map(|p| p.summary),
             attempts: r.attempts,
             last_status: r.last_status,
             error: r.last_error.clone(),
@@ -288,15 +292,16 @@ impl Spool {
         let wall = now_ms();
         for r in snap.events {
             let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
-            let Some(dedup) = r.event.dedup_key.clone() else {
+            let head = r.head()?;
+            let Some(dedup) = head.dedup_key else {
                 continue;
             };
             index.insert(
                 r.id,
                 Entry {
-                    key: Arc::from(r.event.routing_key.expose()),
+                    key: Arc::from(head.routing_key.expose()),
                     dedup_key: Arc::from(dedup.as_str()),
-                    action: r.event.event_action,
+                    action: head.event_action,
                     action_name: Arc::from(r.action.as_str()),
                     wire: None,
                     committed: true,
@@ -350,6 +355,8 @@ impl Spool {
         let key: Arc<str> = Arc::from(t.event.routing_key.expose());
         let dedup: Arc<str> = Arc::from(t.dedup_key.as_str());
         let k = (key.clone(), dedup.clone());
+        // Encoded once, outside the lock: stored and sent as these bytes.
+        let encoded = Record::encode_event(&t.event)?;
         let mut change = Change {
             durable: true,
             ..Change::default()
@@ -417,8 +424,7 @@ impl Spool {
                 idx.next_id += 1;
                 let accepted_ms = now_ms();
                 let wire = (idx.queued.len() < WIRE_CACHE_ENTRIES)
-                    .then(|| serde_json::to_vec(&t.event).ok().map(bytes::Bytes::from))
-                    .flatten();
+                    .then(|| bytes::Bytes::copy_from_slice(encoded.get().as_bytes()));
                 let class = match t.disposition {
                     Disposition::Trigger(c) => Some(c),
                     _ => None,
@@ -439,7 +445,7 @@ impl Spool {
                 change.put.push(Record {
                     id,
                     action: action.to_owned(),
-                    event: t.event.clone(),
+                    event: encoded,
                     class,
                     accepted_ms,
                     attempts: 0,
@@ -516,6 +522,7 @@ impl Spool {
         let Some(mut record) = self.inner.store.dead_letter(id)? else {
             return Ok(None);
         };
+        let head = record.head()?;
         let mut change = Change {
             durable: true,
             ..Change::default()
@@ -525,12 +532,12 @@ impl Spool {
             let mut idx = self.lock();
             new_id = idx.next_id;
             idx.next_id += 1;
-            let Some(dedup) = record.event.dedup_key.clone() else {
+            let Some(dedup) = head.dedup_key.clone() else {
                 return Ok(None);
             };
-            let key: Arc<str> = Arc::from(record.event.routing_key.expose());
+            let key: Arc<str> = Arc::from(head.routing_key.expose());
             let dedup: Arc<str> = Arc::from(dedup.as_str());
-            if let (EventAction::Trigger, Some(class)) = (record.event.event_action, record.class) {
+            if let (EventAction::Trigger, Some(class)) = (head.event_action, record.class) {
                 let open = Open {
                     class,
                     delivered: false,
@@ -543,7 +550,7 @@ impl Spool {
                 Entry {
                     key,
                     dedup_key: dedup,
-                    action: record.event.event_action,
+                    action: head.event_action,
                     action_name: Arc::from(record.action.as_str()),
                     wire: None,
                     committed: false,
@@ -675,13 +682,12 @@ pub mod offline {
             dead_delete: vec![id],
             ..Change::default()
         };
-        if let (EventAction::Trigger, Some(class), Some(dedup)) = (
-            record.event.event_action,
-            record.class,
-            record.event.dedup_key.clone(),
-        ) {
+        let head = record.head()?;
+        if let (EventAction::Trigger, Some(class), Some(dedup)) =
+            (head.event_action, record.class, head.dedup_key)
+        {
             change.open_put.push(OpenRow {
-                routing_key: record.event.routing_key.expose().to_owned(),
+                routing_key: head.routing_key.expose().to_owned(),
                 dedup_key: dedup,
                 class,
                 delivered: false,

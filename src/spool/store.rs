@@ -16,7 +16,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::pagerduty::Event;
+use serde_json::value::RawValue;
+
+use crate::pagerduty::{Event, EventAction};
+use crate::secret::Secret;
 use crate::translate::AlertClass;
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
@@ -37,8 +40,10 @@ pub struct Record {
     pub id: u64,
     /// The action it came in on.
     pub action: String,
-    /// The event to send (holds the routing key: the spool file is 0600).
-    pub event: Event,
+    /// The event exactly as it is sent, encoded once when accepted (it holds
+    /// the routing key: the spool file is 0600). Kept raw so that storing and
+    /// sending it never decode and re-encode the whole event.
+    pub event: Box<RawValue>,
     /// For triggers: what may resolve it.
     #[serde(default)]
     pub class: Option<AlertClass>,
@@ -61,6 +66,61 @@ pub struct Record {
     pub dead_ms: Option<i64>,
 }
 
+/// The fields of a stored event the spool itself needs; the rest of the
+/// event is skipped when reading it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Head {
+    /// Routing key.
+    #[serde(deserialize_with = "crate::pagerduty::secret_from_str")]
+    pub routing_key: Secret,
+    /// trigger / acknowledge / resolve.
+    pub event_action: EventAction,
+    /// Dedup key (the bridge always sets one).
+    #[serde(default)]
+    pub dedup_key: Option<String>,
+    /// The summary, for triggers.
+    #[serde(default)]
+    pub payload: Option<HeadPayload>,
+}
+
+/// The part of a trigger's payload the spool shows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeadPayload {
+    /// The alert summary.
+    pub summary: String,
+}
+
+impl Record {
+    /// Encodes `event` for storing and sending.
+    ///
+    /// # Errors
+    /// When the event does not encode (it always does: plain data).
+    pub fn encode_event(event: &Event) -> Result<Box<RawValue>, Error> {
+        serde_json::value::to_raw_value(event).map_err(storage)
+    }
+
+    /// The fields the spool needs from the stored event.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the stored event lacks them.
+    pub fn head(&self) -> Result<Head, Error> {
+        serde_json::from_str(self.event.get()).map_err(|e| Error::Corrupt(self.id, e.to_string()))
+    }
+
+    /// The whole stored event.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when it does not decode.
+    pub fn decode_event(&self) -> Result<Event, Error> {
+        serde_json::from_str(self.event.get()).map_err(|e| Error::Corrupt(self.id, e.to_string()))
+    }
+
+    /// The request body to send.
+    pub fn wire(&self) -> bytes::Bytes {
+        bytes::Bytes::copy_from_slice(self.event.get().as_bytes())
+    }
+}
+
 /// A row of the open-alert table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenRow {
@@ -70,8 +130,9 @@ pub struct OpenRow {
     pub dedup_key: String,
     /// What kind of alert is open.
     pub class: AlertClass,
-    /// Whether PagerDuty has taken a trigger for it (else it may still be
-    /// queued). Written without fsync: after a crash it is not trusted.
+    /// Whether PagerDuty had taken a trigger for it when the row was
+    /// written. Not read back: a delivery does not rewrite the row, and on
+    /// restart only `dead` decides (an extra resolve is harmless).
     pub delivered: bool,
     /// Whether its trigger became a dead letter: PagerDuty never had it.
     /// Written durably, so it is trusted after a crash.
