@@ -82,6 +82,17 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces: utime and stime
+    // are the 12th and 13th of them, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn start(double: &Double) -> Bridge {
     Bridge::serve(&[
         "--pagerduty-url",
@@ -270,7 +281,12 @@ fn main() {
             let url = b.intake("bench");
                         let only = std::env::var("LOAD_ONLY").unwrap_or_default();
             for row in table.iter_mut().filter(|_| only.is_empty() || only == "closed") {
+                let (b0, h0) = (cpu_secs(&b.pid().to_string()), cpu_secs("self"));
                 let r = closed_loop(&url, &bodies, &next, row.0, secs).await;
+                let (b1, h1) = (cpu_secs(&b.pid().to_string()), cpu_secs("self"));
+                let n = r.rate * secs as f64;
+                println!("c={}: {:.0}/s; CPU per accepted event: bridge {:.0} µs, client + double {:.0} µs",
+                    row.0, r.rate, (b1 - b0) * 1e6 / n, (h1 - h0) * 1e6 / n);
                 row.1.push(r.rate);
                 row.2.push(ms(r.p50));
                 row.3.push(ms(r.p99));
