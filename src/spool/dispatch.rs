@@ -137,12 +137,17 @@ pub async fn run(spool: Spool, sink: Sink, shutdown: CancellationToken) {
 }
 
 /// Picks what to send now; returns it and when to look again.
+///
+/// One pass in id order. An event may go when it is the oldest queued one of
+/// its dedup key (so a trigger is never overtaken by its resolve), committed,
+/// due, and its routing key is neither paused nor over its rate. The pass
+/// stops early once every routing key with queued events is blocked, so a
+/// long backlog held back by the rate limit costs little per pass.
 fn select(
     spool: &Spool,
     per_key: &DefaultKeyedRateLimiter<Arc<str>>,
     global: Option<&DefaultDirectRateLimiter>,
 ) -> (Vec<Work>, Option<Instant>) {
-    use std::collections::HashSet;
     let max_in_flight = spool.inner.settings.max_in_flight;
     let now = Instant::now();
     let clock = per_key.clock();
@@ -150,34 +155,26 @@ fn select(
     let mut work = Vec::new();
     let mut next: Option<Instant> = None;
     let soon = |t: Instant, next: &mut Option<Instant>| *next = Some(next.map_or(t, |n| n.min(t)));
-    let mut blocked_dedup: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
-    let mut blocked_key: HashSet<Arc<str>> = HashSet::new();
-    // Disjoint borrows of the index's fields: no copy of `paused` per pass.
-    let super::Index {
-        queued,
-        paused,
-        in_flight,
-        ..
-    } = &mut *idx;
-    for (id, e) in queued.iter_mut() {
-        if *in_flight >= max_in_flight {
+    // Routing keys that can send nothing more this pass; there are few.
+    let mut blocked: Vec<Arc<str>> = Vec::new();
+    let is_blocked = |blocked: &[Arc<str>], key: &Arc<str>| blocked.iter().any(|b| **b == **key);
+    let mut ids = Vec::new();
+    for (id, e) in &idx.queued {
+        if idx.in_flight + ids.len() >= max_in_flight || blocked.len() >= idx.per_key.len() {
             break;
         }
-        let dk = (e.key.clone(), e.dedup_key.clone());
-        if blocked_key.contains(&e.key) || blocked_dedup.contains(&dk) {
-            blocked_dedup.insert(dk);
+        // In flight or not yet on disk: it stays first of its dedup key, so
+        // later events of that key wait too.
+        if e.in_flight || !e.committed || is_blocked(&blocked, &e.key) || !idx.is_first_of_dedup(*id, e) {
             continue;
         }
-        if let Some(until) = paused.get(&e.key).filter(|t| **t > now) {
+        if e.due > now {
+            soon(e.due, &mut next);
+            continue;
+        }
+        if let Some(until) = idx.paused.get(&e.key).filter(|t| **t > now) {
             soon(*until, &mut next);
-            blocked_key.insert(e.key.clone());
-            continue;
-        }
-        if !e.committed || e.in_flight || e.due > now {
-            if e.committed && !e.in_flight {
-                soon(e.due, &mut next);
-            }
-            blocked_dedup.insert(dk);
+            blocked.push(e.key.clone());
             continue;
         }
         if let Some(g) = global
@@ -194,21 +191,24 @@ fn select(
                 now + not_until.wait_time_from(governor::clock::Clock::now(clock)),
                 &mut next,
             );
-            blocked_key.insert(e.key.clone());
-            blocked_dedup.insert(dk);
+            blocked.push(e.key.clone());
             continue;
         }
-        e.in_flight = true;
-        *in_flight += 1;
-        blocked_dedup.insert(dk);
-        work.push(Work {
-            id: *id,
-            key: e.key.clone(),
-            dedup_key: e.dedup_key.clone(),
-            action: e.action,
-            action_name: e.action_name.clone(),
-            wire: e.wire.clone(),
-        });
+        ids.push(*id);
+    }
+    idx.in_flight += ids.len();
+    for id in ids {
+        if let Some(e) = idx.queued.get_mut(&id) {
+            e.in_flight = true;
+            work.push(Work {
+                id,
+                key: e.key.clone(),
+                dedup_key: e.dedup_key.clone(),
+                action: e.action,
+                action_name: e.action_name.clone(),
+                wire: e.wire.clone(),
+            });
+        }
     }
     (work, next)
 }

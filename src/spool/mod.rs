@@ -74,7 +74,11 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Index {
     queued: BTreeMap<u64, Entry>,
+    /// Queued ids per (routing key, dedup key), oldest first: only the
+    /// first may be sent.
     by_dedup: HashMap<(Arc<str>, Arc<str>), Vec<u64>>,
+    /// Queued events per routing key.
+    per_key: HashMap<Arc<str>, usize>,
     open: HashMap<(Arc<str>, Arc<str>), Open>,
     paused: HashMap<Arc<str>, Instant>,
     next_id: u64,
@@ -88,6 +92,7 @@ impl Index {
             .entry((entry.key.clone(), entry.dedup_key.clone()))
             .or_default()
             .push(id);
+        *self.per_key.entry(entry.key.clone()).or_default() += 1;
         self.queued.insert(id, entry);
     }
 
@@ -100,7 +105,21 @@ impl Index {
                 self.by_dedup.remove(&k);
             }
         }
+        if let Some(n) = self.per_key.get_mut(&entry.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&entry.key);
+            }
+        }
         Some(entry)
+    }
+
+    /// Whether `id` is the oldest queued event of its dedup key.
+    fn is_first_of_dedup(&self, id: u64, e: &Entry) -> bool {
+        self.by_dedup
+            .get(&(e.key.clone(), e.dedup_key.clone()))
+            .and_then(|ids| ids.first())
+            == Some(&id)
     }
 
     /// Queued (not in flight) triggers of a dedup key.
