@@ -377,10 +377,10 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             change.durable = true;
             if w.action == EventAction::Trigger {
                 let k = (w.key.clone(), w.dedup_key.clone());
-                if let Some(open) = idx.open.get(&k).copied().filter(|o| !o.delivered) {
-                    let mut row = open_row(&w.key, &w.dedup_key, open);
-                    row.dead = true;
-                    change.open_put.push(row);
+                if let Some(open) = idx.open.get_mut(&k).filter(|o| !o.delivered) {
+                    open.row_dead = true;
+                    let open = *open;
+                    change.open_put.push(open_row(&w.key, &w.dedup_key, open));
                 }
             }
             idx.counters.dead_lettered += 1;

@@ -52,7 +52,12 @@ pub enum Accepted {
 #[derive(Debug, Clone, Copy)]
 struct Open {
     class: AlertClass,
+    /// Whether PagerDuty has taken a trigger for it (in memory only).
     delivered: bool,
+    /// Its row in the open-alert table.
+    row: u64,
+    /// Whether that row says its trigger was dead-lettered.
+    row_dead: bool,
 }
 
 /// An undelivered event, as the dispatcher sees it. The event itself stays
@@ -282,14 +287,14 @@ impl DeadLetter {
     }
 }
 
-fn open_row(key: &str, dedup: &str, open: Open) -> OpenRow {
-    OpenRow {
+fn open_row(key: &str, dedup: &str, open: Open) -> (u64, OpenRow) {
+    let row = OpenRow {
         routing_key: key.to_owned(),
         dedup_key: dedup.to_owned(),
         class: open.class,
-        delivered: open.delivered,
-        dead: false,
-    }
+        dead: open.row_dead,
+    };
+    (open.row, row)
 }
 
 // === impl Spool ===
@@ -329,16 +334,19 @@ impl Spool {
                 },
             );
         }
-        for o in snap.open {
+        // In id order, so a later row of an alert wins.
+        for (row, o) in snap.open {
             index.open.insert(
                 (Arc::from(o.routing_key.as_str()), Arc::from(o.dedup_key.as_str())),
-                // After a crash the delivered flag may be stale (acks are not
-                // fsync'd). Assume PagerDuty has the alert unless its trigger
-                // was dead-lettered: an extra resolve is dropped harmlessly,
-                // a missing one strands an incident.
+                // Deliveries are not recorded durably. Assume PagerDuty has
+                // the alert unless its trigger was dead-lettered: an extra
+                // resolve is dropped harmlessly, a missing one strands an
+                // incident.
                 Open {
                     class: o.class,
                     delivered: !o.dead,
+                    row,
+                    row_dead: o.dead,
                 },
             );
         }
@@ -384,18 +392,49 @@ impl Spool {
         let mut new_id = None;
         {
             let mut idx = self.lock();
+            let full = idx.queued.len() >= self.inner.settings.capacity;
             let send = match t.disposition {
                 Disposition::Trigger(class) => {
-                    let open = idx.open.entry(k.clone()).or_insert(Open {
-                        class,
-                        delivered: false,
-                    });
-                    // A failure outranks lateness: RUNNING must not resolve a failed run.
-                    if open.class == AlertClass::Lateness || class != AlertClass::Lateness {
-                        open.class = class;
+                    if full {
+                        return Err(AcceptError::Full);
                     }
-                    let open = *open;
-                    change.open_put.push(open_row(&key, &dedup, open));
+                    // The id this trigger gets below (same lock): its row's id.
+                    let row = idx.next_id;
+                    let changed = match idx.open.get_mut(&k) {
+                        Some(open) => {
+                            // A failure outranks lateness: RUNNING must not resolve a failed run.
+                            let class = if open.class == AlertClass::Lateness || class != AlertClass::Lateness
+                            {
+                                class
+                            } else {
+                                open.class
+                            };
+                            // A repeated trigger of an open alert leaves its row alone.
+                            (class != open.class || open.row_dead).then(|| {
+                                change.open_delete.push(open.row);
+                                *open = Open {
+                                    class,
+                                    row,
+                                    row_dead: false,
+                                    ..*open
+                                };
+                                *open
+                            })
+                        }
+                        None => {
+                            let open = Open {
+                                class,
+                                delivered: false,
+                                row,
+                                row_dead: false,
+                            };
+                            idx.open.insert(k.clone(), open);
+                            Some(open)
+                        }
+                    };
+                    if let Some(open) = changed {
+                        change.open_put.push(open_row(&key, &dedup, open));
+                    }
                     for id in idx.queued_triggers(&k) {
                         idx.remove(id);
                         change.delete.push(id);
@@ -405,8 +444,11 @@ impl Spool {
                 }
                 Disposition::Resolve(scope) => match idx.open.get(&k).copied() {
                     Some(open) if scope.closes(open.class) => {
+                        if full && (open.delivered || idx.trigger_in_flight(&k)) {
+                            return Err(AcceptError::Full);
+                        }
                         idx.open.remove(&k);
-                        change.open_delete.push((key.to_string(), dedup.to_string()));
+                        change.open_delete.push(open.row);
                         for id in idx.queued_triggers(&k) {
                             idx.remove(id);
                             change.delete.push(id);
@@ -436,7 +478,7 @@ impl Spool {
                 }
             };
             if send {
-                if idx.queued.len() >= self.inner.settings.capacity {
+                if full {
                     return Err(AcceptError::Full);
                 }
                 let id = idx.next_id;
@@ -560,8 +602,12 @@ impl Spool {
                 let open = Open {
                     class,
                     delivered: false,
+                    row: new_id,
+                    row_dead: false,
                 };
-                idx.open.insert((key.clone(), dedup.clone()), open);
+                if let Some(old) = idx.open.insert((key.clone(), dedup.clone()), open) {
+                    change.open_delete.push(old.row);
+                }
                 change.open_put.push(open_row(&key, &dedup, open));
             }
             idx.insert(
@@ -705,13 +751,20 @@ pub mod offline {
         if let (EventAction::Trigger, Some(class), Some(dedup)) =
             (head.event_action, record.class, head.dedup_key)
         {
-            change.open_put.push(OpenRow {
-                routing_key: head.routing_key.expose().to_owned(),
+            let routing_key = head.routing_key.expose();
+            change.open_delete.extend(
+                snap.open
+                    .iter()
+                    .filter(|(_, o)| o.routing_key == routing_key && o.dedup_key == dedup)
+                    .map(|(row, _)| *row),
+            );
+            let row = OpenRow {
+                routing_key: routing_key.to_owned(),
                 dedup_key: dedup,
                 class,
-                delivered: false,
                 dead: false,
-            });
+            };
+            change.open_put.push((snap.next_id, row));
         }
         record.id = snap.next_id;
         record.attempts = 0;

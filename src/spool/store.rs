@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::mpsc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -24,7 +24,12 @@ use crate::translate::AlertClass;
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead");
-const OPEN: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
+/// Open alerts, keyed by the spool id of the trigger that opened them: new
+/// rows append at the end of the tree instead of landing on random pages.
+const OPEN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("open_alerts");
+/// The open-alert table of earlier versions (keyed by a digest); moved into
+/// [`OPEN`] when such a spool is opened.
+const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
 
@@ -121,21 +126,20 @@ impl Record {
     }
 }
 
-/// A row of the open-alert table.
+/// A row of the open-alert table. One row per (routing key, dedup key); a
+/// row is rewritten only when its class changes or its trigger dies, so a
+/// repeated trigger of an open alert writes nothing here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenRow {
-    /// The routing key (the table key is a digest of key and dedup key).
+    /// The routing key.
     pub routing_key: String,
     /// The dedup key.
     pub dedup_key: String,
     /// What kind of alert is open.
     pub class: AlertClass,
-    /// Whether PagerDuty had taken a trigger for it when the row was
-    /// written. Not read back: a delivery does not rewrite the row, and on
-    /// restart only `dead` decides (an extra resolve is harmless).
-    pub delivered: bool,
     /// Whether its trigger became a dead letter: PagerDuty never had it.
-    /// Written durably, so it is trusted after a crash.
+    /// Written durably, so it is trusted after a crash. Otherwise the alert
+    /// counts as delivered after a restart (an extra resolve is harmless).
     #[serde(default)]
     pub dead: bool,
 }
@@ -162,10 +166,10 @@ pub struct Change {
     pub dead_put: Vec<Record>,
     /// Dead letters to drop.
     pub dead_delete: Vec<u64>,
-    /// Open alerts to write.
-    pub open_put: Vec<OpenRow>,
-    /// Open alerts to drop: (routing key, dedup key).
-    pub open_delete: Vec<(String, String)>,
+    /// Open alerts to write, by row id.
+    pub open_put: Vec<(u64, OpenRow)>,
+    /// Open-alert rows to drop.
+    pub open_delete: Vec<u64>,
     /// Counter increments.
     pub counters: Counters,
     /// Actions to store.
@@ -224,11 +228,6 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-/// Digest key of the open table.
-fn open_key(routing_key: &str, dedup_key: &str) -> String {
-    crate::pagerduty::sha256_hex(format!("{routing_key}\u{0}{dedup_key}").as_bytes())
-}
-
 struct Job {
     change: Change,
     reply: Option<oneshot::Sender<Result<(), String>>>,
@@ -246,8 +245,8 @@ pub struct Store {
 pub struct Snapshot {
     /// Undelivered events, in id order.
     pub events: Vec<Record>,
-    /// Open alerts.
-    pub open: Vec<OpenRow>,
+    /// Open-alert rows by id, in id order.
+    pub open: Vec<(u64, OpenRow)>,
     /// The next id to use.
     pub next_id: u64,
     /// Counters.
@@ -276,6 +275,7 @@ impl Store {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(ACTIONS).map_err(storage)?;
         }
+        migrate_open_by_digest(&txn)?;
         txn.commit().map_err(storage)?;
         let db = std::sync::Arc::new(db);
         let (tx, rx) = mpsc::channel::<Job>();
@@ -303,9 +303,9 @@ impl Store {
         }
         let open = txn.open_table(OPEN).map_err(storage)?;
         for row in open.iter().map_err(storage)? {
-            let (_, v) = row.map_err(storage)?;
+            let (k, v) = row.map_err(storage)?;
             if let Ok(o) = serde_json::from_slice::<OpenRow>(v.value()) {
-                snap.open.push(o);
+                snap.open.push((k.value(), o));
             }
         }
         let meta = txn.open_table(META).map_err(storage)?;
@@ -318,7 +318,12 @@ impl Store {
         let dead = txn.open_table(DEAD).map_err(storage)?;
         let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
         let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
-        snap.next_id = get("next_id").max(last_event + 1).max(last_dead + 1).max(1);
+        let last_open = snap.open.last().map(|(id, _)| *id).unwrap_or(0);
+        snap.next_id = get("next_id")
+            .max(last_event + 1)
+            .max(last_dead + 1)
+            .max(last_open + 1)
+            .max(1);
         Ok(snap)
     }
 
@@ -457,6 +462,40 @@ fn create_private(path: &Path) -> Result<(), Error> {
     }
 }
 
+/// Moves the rows of an earlier version's digest-keyed open table into
+/// [`OPEN`], under fresh ids, and drops the old table.
+fn migrate_open_by_digest(txn: &redb::WriteTransaction) -> Result<(), Error> {
+    let exists = txn
+        .list_tables()
+        .map_err(storage)?
+        .any(|t| t.name() == OPEN_BY_DIGEST.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(OPEN_BY_DIGEST).map_err(storage)?;
+        let mut open = txn.open_table(OPEN).map_err(storage)?;
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let mut next = meta
+            .get("next_id")
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(1)
+            .max(1);
+        for row in old.iter().map_err(storage)? {
+            let (_, v) = row.map_err(storage)?;
+            if let Ok(o) = serde_json::from_slice::<OpenRow>(v.value()) {
+                let bytes = serde_json::to_vec(&o).map_err(storage)?;
+                open.insert(next, bytes.as_slice()).map_err(storage)?;
+                next += 1;
+            }
+        }
+        meta.insert("next_id", next).map_err(storage)?;
+    }
+    txn.delete_table(OPEN_BY_DIGEST).map_err(storage)?;
+    Ok(())
+}
+
 fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -518,13 +557,13 @@ fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
             for id in &c.dead_delete {
                 dead.remove(*id).map_err(storage)?;
             }
-            for o in &c.open_put {
-                let bytes = serde_json::to_vec(o).map_err(storage)?;
-                open.insert(open_key(&o.routing_key, &o.dedup_key).as_str(), bytes.as_slice())
-                    .map_err(storage)?;
+            for id in &c.open_delete {
+                open.remove(*id).map_err(storage)?;
             }
-            for (key, dedup) in &c.open_delete {
-                open.remove(open_key(key, dedup).as_str()).map_err(storage)?;
+            for (id, o) in &c.open_put {
+                let bytes = serde_json::to_vec(o).map_err(storage)?;
+                open.insert(*id, bytes.as_slice()).map_err(storage)?;
+                max_id = max_id.max(*id);
             }
             for a in &c.action_put {
                 let bytes = serde_json::to_vec(a).map_err(storage)?;

@@ -90,3 +90,66 @@ async fn triggers_collapse_and_everything_survives_a_reopen() {
         Ok(Accepted::Ignored { .. })
     ));
 }
+
+#[tokio::test]
+async fn an_alert_keeps_one_open_row_however_often_it_triggers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let spool = Spool::open(&path, Settings::default()).expect("open");
+        for state in [
+            ("SCHEDULED", "Late"),
+            ("FAILED", "Failed"),
+            ("FAILED", "Crashed"),
+            ("SCHEDULED", "Late"),
+        ] {
+            spool
+                .accept("a", &translated(state.0, state.1))
+                .await
+                .expect("trigger");
+        }
+    }
+    let store = reopen_store(&path);
+    let snap = store.snapshot().expect("snapshot");
+    assert_eq!(snap.open.len(), 1, "{:?}", snap.open);
+    // Lateness after a failure does not downgrade the alert.
+    assert_eq!(snap.open[0].1.class, AlertClass::Failure);
+}
+
+#[tokio::test]
+async fn open_alerts_of_the_digest_keyed_table_are_carried_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        // The open table as earlier versions wrote it.
+        let db = redb::Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("txn");
+        {
+            let def: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("open");
+            let mut old = txn.open_table(def).expect("table");
+            let row = serde_json::json!({"routing_key": "R0UTINGKEY0000000000000000000000",
+                "dedup_key": "prefect/flow-run/r1", "class": "failure", "delivered": true, "dead": false});
+            old.insert("0f3c", row.to_string().as_bytes()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let spool = reopen(&path);
+    assert_eq!(spool.stats().open_alerts, 1);
+    // The carried-over alert counts as delivered, so its recovery is sent.
+    assert!(matches!(
+        spool.accept("a", &translated("COMPLETED", "Completed")).await,
+        Ok(Accepted::Queued { .. })
+    ));
+    assert_eq!(spool.stats().open_alerts, 0);
+}
+
+fn reopen_store(path: &Path) -> Store {
+    for _ in 0..100 {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(Error::InUse(_)) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("spool stayed locked");
+}
