@@ -94,18 +94,23 @@ fn cpu_secs(pid: &str) -> f64 {
 }
 
 fn start(double: &Double) -> Bridge {
-    Bridge::serve(&[
+    let extra = std::env::var("LOAD_BRIDGE_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let (url, action) = (double.url(), format!("bench={KEY_A}"));
+    let mut args = vec![
         "--pagerduty-url",
-        &double.url(),
+        &url,
         "--action",
-        &format!("bench={KEY_A}"),
+        &action,
         "--pagerduty-rate",
         "1000000/s",
         "--pagerduty-burst",
         "100000",
         "--max-in-flight",
         "64",
-    ])
+    ];
+    args.extend(extra);
+    Bridge::serve(&args)
 }
 
 struct Closed {
@@ -285,8 +290,9 @@ fn main() {
                 let r = closed_loop(&url, &bodies, &next, row.0, secs).await;
                 let (b1, h1) = (cpu_secs(&b.pid().to_string()), cpu_secs("self"));
                 let n = r.rate * secs as f64;
-                println!("c={}: {:.0}/s; CPU per accepted event: bridge {:.0} µs, client + double {:.0} µs",
-                    row.0, r.rate, (b1 - b0) * 1e6 / n, (h1 - h0) * 1e6 / n);
+                println!("c={}: {:.0}/s; CPU per accepted event: bridge {:.0} µs, client + double {:.0} µs; RSS {:.1} MiB, peak {:.1} MiB",
+                    row.0, r.rate, (b1 - b0) * 1e6 / n, (h1 - h0) * 1e6 / n,
+                    rss_kb(b.pid(), "VmRSS:") as f64 / 1024.0, rss_kb(b.pid(), "VmHWM:") as f64 / 1024.0);
                 row.1.push(r.rate);
                 row.2.push(ms(r.p50));
                 row.3.push(ms(r.p99));

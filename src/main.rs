@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser as _;
 use prefect_pagerduty_bridge::cli;
 use prefect_pagerduty_bridge::config::{Cli, Command, LogFormat};

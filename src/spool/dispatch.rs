@@ -72,6 +72,7 @@ fn jitter() -> f64 {
 
 struct Work {
     id: u64,
+    alert: super::AlertId,
     key: Arc<str>,
     dedup_key: Arc<str>,
     action: EventAction,
@@ -202,6 +203,7 @@ fn select(
             e.in_flight = true;
             work.push(Work {
                 id,
+                alert: e.alert,
                 key: e.key.clone(),
                 dedup_key: e.dedup_key.clone(),
                 action: e.action,
@@ -279,7 +281,7 @@ fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
     // In memory only: on restart every open alert that is not dead-lettered
     // counts as delivered (see `Spool::open`), so the row need not change.
     if w.action == EventAction::Trigger
-        && let Some(open) = idx.open.get_mut(&(w.key.clone(), w.dedup_key.clone()))
+        && let Some(open) = idx.open.get_mut(&w.alert)
     {
         open.delivered = true;
     }
@@ -376,8 +378,7 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             change.counters.dead_lettered += 1;
             change.durable = true;
             if w.action == EventAction::Trigger {
-                let k = (w.key.clone(), w.dedup_key.clone());
-                if let Some(open) = idx.open.get_mut(&k).filter(|o| !o.delivered) {
+                if let Some(open) = idx.open.get_mut(&w.alert).filter(|o| !o.delivered) {
                     open.row_dead = true;
                     let open = *open;
                     change.open_put.push(open_row(&w.key, &w.dedup_key, open));

@@ -64,6 +64,7 @@ struct Open {
 /// on disk until it is sent, so a long outage costs little memory.
 #[derive(Debug)]
 struct Entry {
+    alert: AlertId,
     key: Arc<str>,
     dedup_key: Arc<str>,
     action: EventAction,
@@ -76,38 +77,60 @@ struct Entry {
     due: Instant,
 }
 
+/// An alert, (routing key, dedup key), as a keyed 128-bit digest: the
+/// in-memory index holds one per open alert, and there may be very many, so
+/// it keeps 16 bytes instead of both strings (the spool file has those).
+/// The key is random per process, so no one can choose colliding alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AlertId([u64; 2]);
+
 #[derive(Debug, Default)]
 struct Index {
     queued: BTreeMap<u64, Entry>,
-    /// Queued ids per (routing key, dedup key), oldest first: only the
-    /// first may be sent.
-    by_dedup: HashMap<(Arc<str>, Arc<str>), Vec<u64>>,
+    /// Queued ids per alert, oldest first: only the first may be sent.
+    by_alert: HashMap<AlertId, Vec<u64>>,
     /// Queued events per routing key.
     per_key: HashMap<Arc<str>, usize>,
-    open: HashMap<(Arc<str>, Arc<str>), Open>,
+    open: HashMap<AlertId, Open>,
     paused: HashMap<Arc<str>, Instant>,
     next_id: u64,
     counters: Counters,
     in_flight: usize,
+    /// The key of [`AlertId`] digests.
+    digest_key: std::hash::RandomState,
+    /// Routing keys and action names, shared by every entry that has them.
+    names: std::collections::HashSet<Arc<str>>,
 }
 
 impl Index {
+    fn alert_id(&self, routing_key: &str, dedup_key: &str) -> AlertId {
+        use std::hash::BuildHasher;
+        let half = |domain: u8| self.digest_key.hash_one((domain, routing_key, dedup_key));
+        AlertId([half(1), half(2)])
+    }
+
+    /// The shared copy of a routing key or action name.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
+    }
+
     fn insert(&mut self, id: u64, entry: Entry) {
-        self.by_dedup
-            .entry((entry.key.clone(), entry.dedup_key.clone()))
-            .or_default()
-            .push(id);
+        self.by_alert.entry(entry.alert).or_default().push(id);
         *self.per_key.entry(entry.key.clone()).or_default() += 1;
         self.queued.insert(id, entry);
     }
 
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.queued.remove(&id)?;
-        let k = (entry.key.clone(), entry.dedup_key.clone());
-        if let Some(ids) = self.by_dedup.get_mut(&k) {
+        if let Some(ids) = self.by_alert.get_mut(&entry.alert) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
-                self.by_dedup.remove(&k);
+                self.by_alert.remove(&entry.alert);
             }
         }
         if let Some(n) = self.per_key.get_mut(&entry.key) {
@@ -121,15 +144,12 @@ impl Index {
 
     /// Whether `id` is the oldest queued event of its dedup key.
     fn is_first_of_dedup(&self, id: u64, e: &Entry) -> bool {
-        self.by_dedup
-            .get(&(e.key.clone(), e.dedup_key.clone()))
-            .and_then(|ids| ids.first())
-            == Some(&id)
+        self.by_alert.get(&e.alert).and_then(|ids| ids.first()) == Some(&id)
     }
 
-    /// Queued (not in flight) triggers of a dedup key.
-    fn queued_triggers(&self, k: &(Arc<str>, Arc<str>)) -> Vec<u64> {
-        self.by_dedup
+    /// Queued (not in flight) triggers of an alert.
+    fn queued_triggers(&self, k: &AlertId) -> Vec<u64> {
+        self.by_alert
             .get(k)
             .map(|ids| {
                 ids.iter()
@@ -144,8 +164,8 @@ impl Index {
             .unwrap_or_default()
     }
 
-    fn trigger_in_flight(&self, k: &(Arc<str>, Arc<str>)) -> bool {
-        self.by_dedup.get(k).is_some_and(|ids| {
+    fn trigger_in_flight(&self, k: &AlertId) -> bool {
+        self.by_alert.get(k).is_some_and(|ids| {
             ids.iter().any(|id| {
                 self.queued
                     .get(id)
@@ -320,13 +340,16 @@ impl Spool {
             let Some(dedup) = head.dedup_key else {
                 continue;
             };
+            let key = index.intern(head.routing_key.expose());
+            let action_name = index.intern(&r.action);
             index.insert(
                 r.id,
                 Entry {
-                    key: Arc::from(head.routing_key.expose()),
+                    alert: index.alert_id(&key, &dedup),
+                    key,
                     dedup_key: Arc::from(dedup.as_str()),
                     action: head.event_action,
-                    action_name: Arc::from(r.action.as_str()),
+                    action_name,
                     wire: None,
                     committed: true,
                     in_flight: false,
@@ -337,7 +360,7 @@ impl Spool {
         // In id order, so a later row of an alert wins.
         for (row, o) in snap.open {
             index.open.insert(
-                (Arc::from(o.routing_key.as_str()), Arc::from(o.dedup_key.as_str())),
+                index.alert_id(&o.routing_key, &o.dedup_key),
                 // Deliveries are not recorded durably. Assume PagerDuty has
                 // the alert unless its trigger was dead-lettered: an extra
                 // resolve is dropped harmlessly, a missing one strands an
@@ -379,9 +402,7 @@ impl Spool {
     /// When the spool is full or the commit fails; the webhook then gets 503
     /// and Prefect's log shows the failure.
     pub async fn accept(&self, action: &str, t: &Translation) -> Result<Accepted, AcceptError> {
-        let key: Arc<str> = Arc::from(t.event.routing_key.expose());
         let dedup: Arc<str> = Arc::from(t.dedup_key.as_str());
-        let k = (key.clone(), dedup.clone());
         // Encoded once, outside the lock: stored and sent as these bytes.
         let encoded = Record::encode_event(&t.event)?;
         let mut change = Change {
@@ -392,6 +413,8 @@ impl Spool {
         let mut new_id = None;
         {
             let mut idx = self.lock();
+            let key = idx.intern(t.event.routing_key.expose());
+            let k = idx.alert_id(&key, &dedup);
             let full = idx.queued.len() >= self.inner.settings.capacity;
             let send = match t.disposition {
                 Disposition::Trigger(class) => {
@@ -428,7 +451,7 @@ impl Spool {
                                 row,
                                 row_dead: false,
                             };
-                            idx.open.insert(k.clone(), open);
+                            idx.open.insert(k, open);
                             Some(open)
                         }
                     };
@@ -490,13 +513,15 @@ impl Spool {
                     Disposition::Trigger(c) => Some(c),
                     _ => None,
                 };
+                let action_name = idx.intern(action);
                 idx.insert(
                     id,
                     Entry {
+                        alert: k,
                         key: key.clone(),
                         dedup_key: dedup.clone(),
                         action: t.event.event_action,
-                        action_name: Arc::from(action),
+                        action_name,
                         wire,
                         committed: false,
                         in_flight: false,
@@ -596,8 +621,9 @@ impl Spool {
             let Some(dedup) = head.dedup_key.clone() else {
                 return Ok(None);
             };
-            let key: Arc<str> = Arc::from(head.routing_key.expose());
+            let key = idx.intern(head.routing_key.expose());
             let dedup: Arc<str> = Arc::from(dedup.as_str());
+            let k = idx.alert_id(&key, &dedup);
             if let (EventAction::Trigger, Some(class)) = (head.event_action, record.class) {
                 let open = Open {
                     class,
@@ -605,18 +631,20 @@ impl Spool {
                     row: new_id,
                     row_dead: false,
                 };
-                if let Some(old) = idx.open.insert((key.clone(), dedup.clone()), open) {
+                if let Some(old) = idx.open.insert(k, open) {
                     change.open_delete.push(old.row);
                 }
                 change.open_put.push(open_row(&key, &dedup, open));
             }
+            let action_name = idx.intern(&record.action);
             idx.insert(
                 new_id,
                 Entry {
+                    alert: k,
                     key,
                     dedup_key: dedup,
                     action: head.event_action,
-                    action_name: Arc::from(record.action.as_str()),
+                    action_name,
                     wire: None,
                     committed: false,
                     in_flight: false,

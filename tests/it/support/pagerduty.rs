@@ -222,11 +222,16 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut errors = state.spec.check_enqueue(&raw);
+    let (body, mut errors) = match serde_json::from_slice::<Value>(&raw) {
+        Ok(body) => {
+            let errors = state.spec.check_parsed(raw.len(), &body);
+            (body, errors)
+        }
+        Err(e) => (Value::Null, vec![format!("JSON parse error: {e}")]),
+    };
     if !content_type_ok {
         errors.push("Content-Type must be application/json".to_owned());
     }
-    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let (status, response, retry_after) = if !errors.is_empty() {
         (
             400,

@@ -38,21 +38,22 @@ impl Spec {
     /// Every problem with `body` as a `/v2/enqueue` request: the spec, the
     /// documented limits, and fields the spec does not define.
     pub fn check_enqueue(&self, raw: &[u8]) -> Vec<String> {
-        let mut errors = Vec::new();
-        if raw.len() > 512_000 {
-            errors.push(format!(
-                "request is {} bytes; PagerDuty's limit is 512 KB",
-                raw.len()
-            ));
+        match serde_json::from_slice(raw) {
+            Ok(body) => self.check_parsed(raw.len(), &body),
+            Err(e) => vec![format!("JSON parse error: {e}")],
         }
-        let body: Value = match serde_json::from_slice(raw) {
-            Ok(v) => v,
-            Err(e) => return vec![format!("JSON parse error: {e}")],
-        };
-        let schema = self.enqueue_schema().clone();
-        self.check(&schema, &body, "", &mut errors);
-        self.strict_fields(&schema, &body, "", &mut errors);
-        limits(&body, &mut errors);
+    }
+
+    /// [`Spec::check_enqueue`] for a body already parsed from `len` bytes.
+    pub fn check_parsed(&self, len: usize, body: &Value) -> Vec<String> {
+        let mut errors = Vec::new();
+        if len > 512_000 {
+            errors.push(format!("request is {len} bytes; PagerDuty's limit is 512 KB"));
+        }
+        let schema = self.enqueue_schema();
+        self.check(schema, body, "", &mut errors);
+        self.strict_fields(schema, body, "", &mut errors);
+        limits(body, &mut errors);
         errors
     }
 
