@@ -377,12 +377,12 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             change.dead_put.push(record.clone());
             change.counters.dead_lettered += 1;
             change.durable = true;
-            if w.action == EventAction::Trigger {
-                if let Some(open) = idx.open.get_mut(&w.alert).filter(|o| !o.delivered) {
-                    open.row_dead = true;
-                    let open = *open;
-                    change.open_put.push(open_row(&w.key, &w.dedup_key, open));
-                }
+            if w.action == EventAction::Trigger
+                && let Some(open) = idx.open.get_mut(&w.alert).filter(|o| !o.delivered)
+            {
+                open.row_dead = true;
+                let open = *open;
+                change.open_put.push(open_row(&w.key, &w.dedup_key, open));
             }
             idx.counters.dead_lettered += 1;
             tracing::error!(action = %record.action, routing_key, dedup_key, status, errors = %error,
