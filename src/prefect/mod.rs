@@ -336,7 +336,7 @@ pub struct Notification {
     /// Size of the request body.
     pub body_bytes: usize,
     /// Short SHA-256 of the body, the dedup key of last resort: repeats of
-    /// one body share an alert.
+    /// one body share an alert. Only computed when there is no event id.
     pub body_digest: Option<String>,
 }
 
@@ -356,12 +356,14 @@ pub fn parse(body: &[u8], event_id_header: Option<&str>) -> Notification {
     };
     read_body(&mut n, body, 0);
     finish(&mut n);
-    n.body_digest = Some(crate::pagerduty::sha256_hex(body)[..16].to_owned());
     if n.event_id.is_none() {
         n.event_id = event_id_header
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
+    }
+    if n.event_id.is_none() {
+        n.body_digest = Some(crate::pagerduty::sha256_hex(body)[..16].to_owned());
     }
     n
 }
