@@ -134,17 +134,31 @@ where
         prefect_event_id = event_id.as_deref().unwrap_or_default(),
         "accepted"
     );
-    let mut answer = json!({
-        "status": "accepted",
-        "action": action.name,
-        "event_action": event_action,
-        "dedup_key": t.dedup_key,
-        "payload_format": notification.format.as_str(),
-        "spool_id": spool_id,
-    });
-    if let Some(p) = &t.event.payload {
-        answer["severity"] = json!(p.severity);
-        answer["summary"] = json!(p.summary);
-    }
+    let payload = t.event.payload.as_ref();
+    let answer = AcceptedBody {
+        status: "accepted",
+        action: &action.name,
+        event_action,
+        dedup_key: &t.dedup_key,
+        payload_format: notification.format.as_str(),
+        spool_id,
+        severity: payload.map(|p| p.severity),
+        summary: payload.map(|p| p.summary.as_str()),
+    };
     response::json(StatusCode::ACCEPTED, &answer)
+}
+
+/// The `202` body of an accepted webhook.
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    status: &'static str,
+    action: &'a str,
+    event_action: crate::pagerduty::EventAction,
+    dedup_key: &'a str,
+    payload_format: &'static str,
+    spool_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    severity: Option<crate::pagerduty::Severity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
 }

@@ -4,14 +4,16 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::from(value.to_string())));
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    // Plain data always encodes; `null` is the unreachable fallback.
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+    let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
