@@ -15,6 +15,11 @@
 mod support;
 
 use std::sync::Arc;
+
+// The load generator and the double share the machine with the bridge; the
+// bridge's allocator keeps their share of the CPU down too.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use support::KEY_A;
@@ -97,18 +102,19 @@ fn start(double: &Double) -> Bridge {
     let extra = std::env::var("LOAD_BRIDGE_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let (url, action) = (double.url(), format!("bench={KEY_A}"));
-    let mut args = vec![
-        "--pagerduty-url",
-        &url,
-        "--action",
-        &action,
-        "--pagerduty-rate",
-        "1000000/s",
-        "--pagerduty-burst",
-        "100000",
-        "--max-in-flight",
-        "64",
+    let defaults = [
+        ("--pagerduty-url", url.as_str()),
+        ("--action", action.as_str()),
+        ("--pagerduty-rate", "1000000/s"),
+        ("--pagerduty-burst", "100000"),
+        ("--max-in-flight", "64"),
     ];
+    // LOAD_BRIDGE_ARGS may replace any of these.
+    let mut args: Vec<&str> = defaults
+        .iter()
+        .filter(|(flag, _)| !extra.contains(flag))
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect();
     args.extend(extra);
     Bridge::serve(&args)
 }

@@ -554,10 +554,17 @@ impl Spool {
         match self.inner.store.commit(change).await {
             Ok(()) => {
                 if let Some(id) = new_id {
-                    if let Some(e) = self.lock().queued.get_mut(&id) {
+                    let mut idx = self.lock();
+                    if let Some(e) = idx.queued.get_mut(&id) {
                         e.committed = true;
                     }
-                    self.inner.wake.notify_one();
+                    // With every send slot taken there is nothing to start:
+                    // the dispatcher looks again as each send finishes.
+                    let idle = idx.in_flight < self.inner.settings.max_in_flight;
+                    drop(idx);
+                    if idle {
+                        self.inner.wake.notify_one();
+                    }
                 }
                 Ok(outcome)
             }
