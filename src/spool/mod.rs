@@ -28,8 +28,10 @@ use crate::translate::{AlertClass, Disposition, Translation};
 use store::{Change, OpenRow, Store};
 pub use store::{Counters, Error, Record};
 
-/// Queued events whose encoded form is kept in memory (about 2 KB each).
-const WIRE_CACHE_ENTRIES: usize = 4096;
+/// Most bytes of queued events kept encoded in memory, so that sending them
+/// needs no spool read. A byte budget, not a count: events may be up to
+/// 512 KB each.
+const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// What became of an accepted webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,8 @@ struct Index {
     digest_key: std::hash::RandomState,
     /// Routing keys and action names, shared by every entry that has them.
     names: std::collections::HashSet<Arc<str>>,
+    /// Bytes of `wire` held by queued entries.
+    wire_bytes: usize,
 }
 
 impl Index {
@@ -122,11 +126,13 @@ impl Index {
     fn insert(&mut self, id: u64, entry: Entry) {
         self.by_alert.entry(entry.alert).or_default().push(id);
         *self.per_key.entry(entry.key.clone()).or_default() += 1;
+        self.wire_bytes += entry.wire.as_ref().map_or(0, bytes::Bytes::len);
         self.queued.insert(id, entry);
     }
 
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.queued.remove(&id)?;
+        self.wire_bytes -= entry.wire.as_ref().map_or(0, bytes::Bytes::len);
         if let Some(ids) = self.by_alert.get_mut(&entry.alert) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
@@ -507,7 +513,8 @@ impl Spool {
                 let id = idx.next_id;
                 idx.next_id += 1;
                 let accepted_ms = now_ms();
-                let wire = (idx.queued.len() < WIRE_CACHE_ENTRIES)
+                let len = encoded.get().len();
+                let wire = (idx.wire_bytes + len <= WIRE_CACHE_BYTES)
                     .then(|| bytes::Bytes::copy_from_slice(encoded.get().as_bytes()));
                 let class = match t.disposition {
                     Disposition::Trigger(c) => Some(c),

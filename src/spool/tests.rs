@@ -77,6 +77,16 @@ async fn triggers_collapse_and_everything_survives_a_reopen() {
             (stats.queued, stats.counters.superseded, stats.open_alerts),
             (1, 1, 1)
         );
+        // The in-memory copy of the superseded trigger was let go.
+        let idx = spool.lock();
+        let held: usize = idx
+            .queued
+            .values()
+            .filter_map(|e| e.wire.as_ref())
+            .map(bytes::Bytes::len)
+            .sum();
+        assert!(held > 0);
+        assert_eq!(idx.wire_bytes, held);
     }
     let spool = reopen(&path);
     let stats = spool.stats();
