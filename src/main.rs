@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+// Parsing, translating and delivering allocate many small short-lived
+// objects; with glibc's malloc that was a quarter of the CPU under load.
+// Built without transparent huge pages, which doubled idle RSS.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -51,7 +54,7 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 
 /// Logs to stderr from a writer thread: a request or a delivery never waits
 /// on the pipe, and lines written together share one `write`. Lossless: when
-/// the queue is full the logging thread waits rather than drop a line.
+/// the queue is full, the thread that logs waits rather than drop a line.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

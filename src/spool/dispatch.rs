@@ -230,7 +230,7 @@ async fn send(spool: &Spool, sink: &Sink, mut w: Work) {
             return;
         }
     };
-    // The encoded event is in memory while the queue is short; otherwise it
+    // The encoded event is in memory unless the queue is long; otherwise it
     // is read as stored, as the very bytes to send. Either way a 202 needs
     // only the ids to be recorded.
     let body = match w.wire.take() {

@@ -71,8 +71,9 @@ struct Entry {
     dedup_key: Arc<str>,
     action: EventAction,
     action_name: Arc<str>,
-    /// The event as sent, kept while the queue is short so a send needs no
-    /// spool read; `None` after a restart or in a long backlog.
+    /// The event as sent, kept while the queue holds under
+    /// [`WIRE_CACHE_BYTES`] of them so a send needs no spool read; `None`
+    /// after a restart or in a long backlog.
     wire: Option<bytes::Bytes>,
     committed: bool,
     in_flight: bool,

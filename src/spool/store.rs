@@ -1,8 +1,8 @@
 //! The on-disk spool: one redb file, and the one thread that writes it.
 //!
-//! Tables: `events` (accepted, undelivered), `dead` (dead letters), `open`
-//! (alerts with an open trigger, so resolves survive restarts) and `meta`
-//! (counters). Every change goes through the writer thread, which takes all
+//! Tables: `events` (accepted, undelivered), `dead` (dead letters),
+//! `open_alerts` (alerts with an open trigger, so resolves survive restarts),
+//! `actions` (created over the API) and `meta` (counters). Every change goes through the writer thread, which takes all
 //! changes waiting and commits them in one transaction: concurrent webhooks
 //! share one fsync (group commit). A change that accepts an event is
 //! committed with `Durability::Immediate` (fsync'd before its webhook is
