@@ -364,9 +364,13 @@ impl Spool {
                 },
             );
         }
-        // In id order, so a later row of an alert wins.
+        // In id order, so a later row of an alert wins. There is one row per
+        // alert unless a commit failed half-way through the bookkeeping; an
+        // older row left behind would reopen a resolved alert at a later
+        // start, so it is dropped now.
+        let mut stale = Vec::new();
         for (row, o) in snap.open {
-            index.open.insert(
+            let replaced = index.open.insert(
                 index.alert_id(&o.routing_key, &o.dedup_key),
                 // Deliveries are not recorded durably. Assume PagerDuty has
                 // the alert unless its trigger was dead-lettered: an extra
@@ -379,6 +383,14 @@ impl Spool {
                     row_dead: o.dead,
                 },
             );
+            stale.extend(replaced.map(|old| old.row));
+        }
+        if !stale.is_empty() {
+            store.commit_here(Change {
+                open_delete: stale,
+                durable: true,
+                ..Change::default()
+            })?;
         }
         if !index.queued.is_empty() {
             tracing::info!(

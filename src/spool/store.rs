@@ -434,6 +434,16 @@ impl Store {
             .map_err(Error::Storage)
     }
 
+    /// Commits `change` on the calling thread, durably, without the writer
+    /// thread: for start-up, which runs inside the async runtime but before
+    /// anything else writes (redb would make it wait for a writer anyway).
+    ///
+    /// # Errors
+    /// When the commit fails.
+    pub fn commit_here(&self, change: Change) -> Result<(), Error> {
+        apply(&self.db, &[Job { change, reply: None }], true)
+    }
+
     /// Queues `change` without waiting for it.
     pub fn submit(&self, change: Change) {
         let _ = self.writer.send(Job { change, reply: None });

@@ -163,3 +163,33 @@ fn reopen_store(path: &Path) -> Store {
     }
     panic!("spool stayed locked");
 }
+
+#[tokio::test]
+async fn a_stale_second_row_of_an_alert_is_dropped_at_start() {
+    // Inside a runtime, as the bridge opens its spool.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let row = |class| OpenRow {
+        routing_key: "R0UTINGKEY0000000000000000000000".to_owned(),
+        dedup_key: "prefect/flow-run/r1".to_owned(),
+        class,
+        dead: false,
+    };
+    {
+        let store = Store::open(&path).expect("open");
+        store
+            .commit_here(Change {
+                open_put: vec![(3, row(AlertClass::Lateness)), (7, row(AlertClass::Failure))],
+                durable: true,
+                ..Change::default()
+            })
+            .expect("commit");
+    }
+    {
+        let spool = reopen(&path);
+        assert_eq!(spool.stats().open_alerts, 1);
+    }
+    let snap = reopen_store(&path).snapshot().expect("snapshot");
+    let ids: Vec<u64> = snap.open.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![7], "the newer row stays, the older is gone");
+}
