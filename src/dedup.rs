@@ -8,7 +8,7 @@
 //!
 //! Why not a general cache such as moka: measured in the load benchmark, a
 //! moka entry cost about 270 bytes, so the default 100,000 pairs took ~27 MB,
-//! most of the memory budget. Here a pair is a 16-byte digest and a 4-byte
+//! most of the memory budget. Here a pair is a 16-byte digest and an 8-byte
 //! time in one of two hash maps (generations): about 30 bytes each.
 
 use std::collections::HashMap;
@@ -28,9 +28,9 @@ pub struct Seen {
 struct Generations {
     /// When `current` was started; ages are milliseconds since then.
     started: Instant,
-    current: HashMap<[u64; 2], u32>,
+    current: HashMap<[u64; 2], u64>,
     /// The generation before, started `ttl` or less before `current`.
-    previous: HashMap<[u64; 2], u32>,
+    previous: HashMap<[u64; 2], u64>,
     previous_started: Instant,
 }
 
@@ -50,14 +50,14 @@ fn digest(action: &str, event_id: &str) -> [u64; 2] {
     [word(0), word(1)]
 }
 
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Generations {
     /// When the pair was claimed, if it is remembered.
     fn claimed_at(&self, k: &[u64; 2]) -> Option<Instant> {
-        let at = |start: Instant, ms: u32| start + Duration::from_millis(u64::from(ms));
+        let at = |start: Instant, ms: u64| start.checked_add(Duration::from_millis(ms)).unwrap_or(start);
         self.current
             .get(k)
             .map(|ms| at(self.started, *ms))
