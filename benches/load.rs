@@ -334,9 +334,18 @@ fn main() {
                 let r = closed_loop(&url, &bodies, &next, row.0, secs).await;
                 let (b1, h1) = (cpu_secs(&b.pid().to_string()), cpu_secs("self"));
                 let n = r.rate * secs as f64;
-                println!("c={}: {:.0}/s; CPU per accepted event: bridge {:.0} µs, client + double {:.0} µs; RSS {:.1} MiB, peak {:.1} MiB",
+                let spool: serde_json::Value = support::client()
+                    .get(format!("{}/v1/spool", b.url()))
+                    .send()
+                    .await
+                    .expect("spool stats")
+                    .json()
+                    .await
+                    .expect("json");
+                println!("c={}: {:.0}/s; CPU per accepted event: bridge {:.0} µs, client + double {:.0} µs; RSS {:.1} MiB, peak {:.1} MiB; still queued {}, open alerts {}",
                     row.0, r.rate, (b1 - b0) * 1e6 / n, (h1 - h0) * 1e6 / n,
-                    rss_kb(b.pid(), "VmRSS:") as f64 / 1024.0, rss_kb(b.pid(), "VmHWM:") as f64 / 1024.0);
+                    rss_kb(b.pid(), "VmRSS:") as f64 / 1024.0, rss_kb(b.pid(), "VmHWM:") as f64 / 1024.0,
+                    spool["queued"], spool["open_alerts"]);
                 row.1.push(r.rate);
                 row.2.push(ms(r.p50));
                 row.3.push(ms(r.p99));
