@@ -680,11 +680,7 @@ impl Spool {
             );
         }
         change.dead_delete.push(id);
-        record.id = new_id;
-        record.attempts = 0;
-        record.accepted_ms = now_ms();
-        record.next_attempt_ms = record.accepted_ms;
-        record.dead_ms = None;
+        record.requeue(new_id);
         change.put.push(record);
         match self.inner.store.commit(change).await {
             Ok(()) => {
@@ -821,12 +817,8 @@ pub mod offline {
             };
             change.open_put.push((snap.next_id, row));
         }
-        record.id = snap.next_id;
-        record.attempts = 0;
-        record.accepted_ms = now_ms();
-        record.next_attempt_ms = record.accepted_ms;
-        record.dead_ms = None;
-        let new_id = record.id;
+        let new_id = snap.next_id;
+        record.requeue(new_id);
         change.put.push(record);
         store.commit_blocking(change)?;
         Ok(Some(new_id))

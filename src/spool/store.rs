@@ -109,7 +109,7 @@ impl Record {
     /// # Errors
     /// [`Error::Corrupt`] when the stored event lacks them.
     pub fn head(&self) -> Result<Head, Error> {
-        serde_json::from_str(self.event.get()).map_err(|e| Error::Corrupt(self.id, e.to_string()))
+        self.event_as()
     }
 
     /// The whole stored event.
@@ -117,7 +117,20 @@ impl Record {
     /// # Errors
     /// [`Error::Corrupt`] when it does not decode.
     pub fn decode_event(&self) -> Result<Event, Error> {
+        self.event_as()
+    }
+
+    fn event_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_str(self.event.get()).map_err(|e| Error::Corrupt(self.id, e.to_string()))
+    }
+
+    /// Makes a dead letter a new queued event with id `id`, due now.
+    pub fn requeue(&mut self, id: u64) {
+        self.id = id;
+        self.attempts = 0;
+        self.accepted_ms = super::now_ms();
+        self.next_attempt_ms = self.accepted_ms;
+        self.dead_ms = None;
     }
 
     /// The request body to send.
@@ -293,14 +306,10 @@ impl Store {
     /// Storage errors, or a record that does not decode.
     pub fn snapshot(&self) -> Result<Snapshot, Error> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let mut snap = Snapshot::default();
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        for row in events.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            let record: Record =
-                serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(k.value(), e.to_string()))?;
-            snap.events.push(record);
-        }
+        let mut snap = Snapshot {
+            events: all_records(&txn, EVENTS)?,
+            ..Snapshot::default()
+        };
         let open = txn.open_table(OPEN).map_err(storage)?;
         for row in open.iter().map_err(storage)? {
             let (k, v) = row.map_err(storage)?;
@@ -332,16 +341,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn dead_letters(&self) -> Result<Vec<Record>, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in dead.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            out.push(
-                serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(k.value(), e.to_string()))?,
-            );
-        }
-        Ok(out)
+        all_records(&self.db.begin_read().map_err(storage)?, DEAD)
     }
 
     /// How many dead letters there are, without reading them.
@@ -377,14 +377,7 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn get(&self, id: u64) -> Result<Option<Record>, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
-        let Some(v) = events.get(id).map_err(storage)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| Error::Corrupt(id, e.to_string()))
+        self.record(EVENTS, id)
     }
 
     /// One dead letter.
@@ -392,9 +385,13 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn dead_letter(&self, id: u64) -> Result<Option<Record>, Error> {
+        self.record(DEAD, id)
+    }
+
+    fn record(&self, table: TableDefinition<'_, u64, &[u8]>, id: u64) -> Result<Option<Record>, Error> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let Some(v) = dead.get(id).map_err(storage)? else {
+        let table = txn.open_table(table).map_err(storage)?;
+        let Some(v) = table.get(id).map_err(storage)? else {
             return Ok(None);
         };
         serde_json::from_slice(v.value())
@@ -407,14 +404,8 @@ impl Store {
     /// # Errors
     /// When the commit fails or the writer is gone.
     pub async fn commit(&self, change: Change) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Job {
-                change,
-                reply: Some(tx),
-            })
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?.map_err(Error::Storage)
+        let reply = self.send(change)?;
+        reply.await.map_err(|_| Error::Closed)?.map_err(Error::Storage)
     }
 
     /// Commits `change` from synchronous code (the offline CLI).
@@ -422,6 +413,15 @@ impl Store {
     /// # Errors
     /// When the commit fails or the writer is gone.
     pub fn commit_blocking(&self, change: Change) -> Result<(), Error> {
+        let reply = self.send(change)?;
+        reply
+            .blocking_recv()
+            .map_err(|_| Error::Closed)?
+            .map_err(Error::Storage)
+    }
+
+    /// Hands `change` to the writer; the receiver gets its commit's result.
+    fn send(&self, change: Change) -> Result<oneshot::Receiver<Result<(), String>>, Error> {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(Job {
@@ -429,9 +429,7 @@ impl Store {
                 reply: Some(tx),
             })
             .map_err(|_| Error::Closed)?;
-        rx.blocking_recv()
-            .map_err(|_| Error::Closed)?
-            .map_err(Error::Storage)
+        Ok(rx)
     }
 
     /// Commits `change` on the calling thread, durably, without the writer
@@ -448,6 +446,20 @@ impl Store {
     pub fn submit(&self, change: Change) {
         let _ = self.writer.send(Job { change, reply: None });
     }
+}
+
+/// Every record of an id-keyed table, in id order.
+fn all_records(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'_, u64, &[u8]>,
+) -> Result<Vec<Record>, Error> {
+    let table = txn.open_table(table).map_err(storage)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        out.push(serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(k.value(), e.to_string()))?);
+    }
+    Ok(out)
 }
 
 /// Creates the file with mode 0600 if it does not exist: it holds routing keys.
