@@ -20,9 +20,18 @@ fn translated(state_type: &str, state_name: &str) -> Translation {
 }
 
 fn reopen(path: &Path) -> Spool {
-    // The previous writer thread releases the file lock as it exits.
+    when_unlocked(|| Spool::open(path, Settings::default()))
+}
+
+fn reopen_store(path: &Path) -> Store {
+    when_unlocked(|| Store::open(path))
+}
+
+/// Opens once the previous writer thread has let go of the file lock (it
+/// releases it as it exits).
+fn when_unlocked<T>(open: impl Fn() -> Result<T, Error>) -> T {
     for _ in 0..100 {
-        match Spool::open(path, Settings::default()) {
+        match open() {
             Ok(s) => return s,
             Err(Error::InUse(_)) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => panic!("{e}"),
@@ -151,17 +160,6 @@ async fn open_alerts_of_the_digest_keyed_table_are_carried_over() {
         Ok(Accepted::Queued { .. })
     ));
     assert_eq!(spool.stats().open_alerts, 0);
-}
-
-fn reopen_store(path: &Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(path) {
-            Ok(s) => return s,
-            Err(Error::InUse(_)) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("spool stayed locked");
 }
 
 #[tokio::test]
