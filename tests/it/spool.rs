@@ -360,8 +360,9 @@ async fn purge_from_the_cli_and_over_http() {
     assert_eq!(v["count"], 2);
 }
 
-#[tokio::test]
-async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
+/// A bridge whose double answers 503, with failed run `i` accepted and its
+/// first attempt failed: the trigger now waits in the spool for a retry.
+async fn trigger_waiting_for_a_retry(i: usize) -> (tempfile::TempDir, Double, Bridge, Vec<u8>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let double = Double::start().await;
     double.set_reply(Reply::Status(503));
@@ -370,12 +371,17 @@ async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
         &dir.path().join("s.redb"),
         &["--retry-initial-interval", "1s"],
     );
-    let failed = failed_run(7);
+    let failed = failed_run(i);
     assert_eq!(post(&b.intake("oncall"), failed.clone()).await.0, 202);
-    // The first attempt fails; the trigger now waits in the spool.
     double
         .wait_until(WAIT, "the first attempt", |r| !r.is_empty())
         .await;
+    (dir, double, b, failed)
+}
+
+#[tokio::test]
+async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
+    let (_dir, double, b, failed) = trigger_waiting_for_a_retry(7).await;
     let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "superseded");
@@ -391,19 +397,7 @@ async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
 
 #[tokio::test]
 async fn queued_triggers_collapse_into_the_newest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let double = Double::start().await;
-    double.set_reply(Reply::Status(503));
-    let b = serve(
-        &double,
-        &dir.path().join("s.redb"),
-        &["--retry-initial-interval", "1s"],
-    );
-    let failed = failed_run(8);
-    post(&b.intake("oncall"), failed.clone()).await;
-    double
-        .wait_until(WAIT, "the first attempt", |r| !r.is_empty())
-        .await;
+    let (_dir, double, b, failed) = trigger_waiting_for_a_retry(8).await;
     post(&b.intake("oncall"), with_state(&failed, "CRASHED", "Crashed")).await;
     post(&b.intake("oncall"), with_state(&failed, "FAILED", "TimedOut")).await;
     double.set_reply(Reply::Accept);
