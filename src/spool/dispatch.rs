@@ -233,10 +233,11 @@ async fn send(spool: &Spool, sink: &Sink, mut w: Work) {
     // The encoded event is in memory unless the queue is long; otherwise it
     // is read as stored, as the very bytes to send. Either way a 202 needs
     // only the ids to be recorded.
+    let mut stored = None;
     let body = match w.wire.take() {
         Some(body) => body,
         None => match read(spool, &w) {
-            Some(record) => record.wire(),
+            Some(record) => stored.insert(record).wire(),
             None => return,
         },
     };
@@ -245,7 +246,9 @@ async fn send(spool: &Spool, sink: &Sink, mut w: Work) {
         delivered(spool, &w, outcome.status(), false);
         return;
     }
-    if let Some(record) = read(spool, &w) {
+    // An event in flight is neither superseded nor rewritten by anyone else,
+    // so a record read before the send is still current.
+    if let Some(record) = stored.or_else(|| read(spool, &w)) {
         finish(spool, w, record, outcome);
     }
 }
