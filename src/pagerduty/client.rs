@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Event;
-
 /// How long to wait for PagerDuty to connect and to answer in full.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,22 +115,11 @@ impl Client {
         &self.enqueue_url
     }
 
-    /// Posts one event and classifies the answer.
+    /// Posts one event, already encoded as JSON, and classifies the answer.
     ///
     /// # Cancel safety
     /// Cancelling drops the request; PagerDuty may or may not have taken it,
     /// which is safe because events carry dedup keys.
-    pub async fn send(&self, event: &Event) -> Outcome {
-        match serde_json::to_vec(event) {
-            Ok(body) => self.send_json(bytes::Bytes::from(body)).await,
-            Err(e) => Outcome::Rejected {
-                status: 0,
-                errors: vec![format!("cannot encode the event: {e}")],
-            },
-        }
-    }
-
-    /// Posts an event already encoded as JSON.
     pub async fn send_json(&self, body: bytes::Bytes) -> Outcome {
         let request = self
             .http
