@@ -175,15 +175,15 @@ async fn closed_loop(
                     continue;
                 }
                 match sender.send_request(req).await {
-                    Ok(r) if r.status().as_u16() == 202 => {
-                        use http_body_util::BodyExt;
-                        let _ = r.into_body().collect().await;
-                        lat.push(t.elapsed());
-                    }
                     Ok(r) => {
                         use http_body_util::BodyExt;
+                        let accepted = r.status().as_u16() == 202;
                         let _ = r.into_body().collect().await;
-                        errors += 1;
+                        if accepted {
+                            lat.push(t.elapsed());
+                        } else {
+                            errors += 1;
+                        }
                     }
                     Err(_) => {
                         sender = connect(&addr).await;
