@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
-use crate::dedup::Seen;
 use crate::pagerduty::client::Client;
 use crate::server::{self, State};
 use crate::spool::Spool;
@@ -40,7 +39,11 @@ impl App {
         } else {
             Sink::PagerDuty(Client::try_new(&config.pagerduty_url)?)
         };
-        let spool = Spool::open(&config.spool, config.delivery.clone())
+        let seen = crate::dedup::Limits {
+            ttl: config.dedup_ttl,
+            capacity: config.dedup_capacity,
+        };
+        let spool = Spool::open_with(&config.spool, config.delivery.clone(), seen)
             .with_context(|| format!("opening the spool {}", config.spool.display()))?;
         let mut actions = config.actions.clone();
         let fixed_actions = actions.names().into_iter().map(str::to_owned).collect();
@@ -59,7 +62,6 @@ impl App {
             fixed_actions,
             options: config.translate.clone(),
             spool: spool.clone(),
-            seen: Seen::new(config.dedup_ttl, config.dedup_capacity),
             max_body: config.max_body,
             tokens: config.tokens.clone(),
             request_timeout: config.request_timeout,
@@ -87,7 +89,11 @@ impl App {
             spool = %config.spool.display(),
             "prefect-pagerduty-bridge ready"
         );
-        let max_connections = config.max_connections;
+        let (max_connections, max_connections_per_ip, idle_timeout) = (
+            config.max_connections,
+            config.max_connections_per_ip,
+            config.idle_timeout,
+        );
         let shutdown = CancellationToken::new();
         let stop_dispatch = CancellationToken::new();
         let dispatcher = tokio::spawn(dispatch::run(spool, sink, stop_dispatch.clone()));
@@ -101,6 +107,8 @@ impl App {
                     listener,
                     tls,
                     max_connections,
+                    max_connections_per_ip,
+                    idle_timeout,
                 },
                 state,
                 token,

@@ -197,11 +197,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_PAGERDUTY_GLOBAL_RATE", value_name = "RATE", value_parser = parse_rate)]
     pub pagerduty_global_rate: Option<(u32, Duration)>,
 
-    /// Least pause of a routing key after PagerDuty answers 429 (longer if it says so).
-    #[arg(long, env = "PPB_RATE_LIMIT_PAUSE", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    /// Pause of a routing key after PagerDuty answers 429 without Retry-After (with one, its
+    /// value, at most --retry-max-interval). The key's pace is also lowered, and rises again.
+    #[arg(long, env = "PPB_RATE_LIMIT_PAUSE", default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub rate_limit_pause: Duration,
 
-    /// First retry delay after a 5xx or network error; doubles each attempt.
+    /// First retry delay after a 5xx or network error; doubles each attempt. While a routing key
+    /// keeps failing, one send probes it this often and the others wait.
     #[arg(long, env = "PPB_RETRY_INITIAL_INTERVAL", default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub retry_initial_interval: Duration,
 
@@ -263,9 +265,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_REQUEST_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Most client connections open at once; more wait to be accepted.
+    /// Most client connections open at once. At the cap, connections with no request in flight
+    /// are closed to make room; a new one that still finds none within 1 s is closed.
     #[arg(long, env = "PPB_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
+
+    /// Most connections open at once from one client IP; more are closed at once.
+    #[arg(
+        long,
+        env = "PPB_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// Close a connection that has had no request in flight for this long (a new connection
+    /// gets at most 10 s, or --request-timeout if shorter, to start its first request).
+    #[arg(long, env = "PPB_IDLE_TIMEOUT", default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
 
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.
@@ -522,6 +539,10 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Connection cap per client IP.
+    pub max_connections_per_ip: usize,
+    /// Idle connection deadline.
+    pub idle_timeout: Duration,
     /// Per-IP request rate.
     pub ingress_rate: Option<(u32, Duration)>,
 }
@@ -595,6 +616,8 @@ impl ServeConfig {
             },
             request_timeout: args.request_timeout.max(Duration::from_millis(100)),
             max_connections: args.max_connections.max(1),
+            max_connections_per_ip: args.max_connections_per_ip.max(1),
+            idle_timeout: args.idle_timeout,
             ingress_rate: args.ingress_rate,
         })
         .and_then(|c: Self| {

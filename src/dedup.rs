@@ -1,10 +1,15 @@
-//! Idempotency on Prefect event ids: a bounded set of recently accepted
-//! (action, event id) pairs.
+//! Idempotency on Prefect event ids: the recently accepted (action, event
+//! id) pairs.
 //!
 //! `send-notification` resends the same body four times within 0.3 s on any
-//! non-2xx (FACTS §9), and Prefect 1 retries on a non-200; the event id is the
-//! same each time (a flow-run event's id is its state id), so a repeat is
-//! answered `200 {"status":"duplicate"}` and sends nothing.
+//! non-2xx, and Prefect 1 retries on a non-200 (docs/prefect.md); the event
+//! id is the same each time (a flow-run event's id is its state id), so a
+//! repeat is answered `200 {"status":"duplicate"}` and sends nothing.
+//!
+//! The set lives with the spool's index and is only touched by the spool's
+//! writer thread, which decides a repeat in the same order as everything
+//! else; each claim is also written to the spool, so a repeat after a
+//! restart is still a repeat.
 //!
 //! Why not a general cache such as moka: measured in the load benchmark, a
 //! moka entry cost about 270 bytes, so the default 100,000 pairs took ~27 MB,
@@ -12,110 +17,110 @@
 //! time in one of two hash maps (generations): about 30 bytes each.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The recently-seen set.
-#[derive(Debug)]
+/// How long and how many pairs are remembered.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a claim holds.
+    pub ttl: Duration,
+    /// Most pairs remembered; past it the oldest are forgotten first.
+    pub capacity: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            capacity: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The TTL in milliseconds.
+    pub fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The capacity as a count.
+    pub fn capacity(&self) -> usize {
+        usize::try_from(self.capacity).unwrap_or(usize::MAX).max(2)
+    }
+}
+
+/// The recently-seen set. Times are unix milliseconds.
+#[derive(Debug, Default)]
 pub struct Seen {
-    ttl: Duration,
+    ttl_ms: u64,
     /// Most pairs per generation: two generations hold at most the capacity.
     per_generation: usize,
-    generations: Mutex<Generations>,
+    current: HashMap<u128, u64>,
+    current_started: u64,
+    /// The generation before.
+    previous: HashMap<u128, u64>,
+    previous_started: u64,
 }
 
-#[derive(Debug)]
-struct Generations {
-    /// When `current` was started; ages are milliseconds since then.
-    started: Instant,
-    current: HashMap<[u64; 2], u64>,
-    /// The generation before, started `ttl` or less before `current`.
-    previous: HashMap<[u64; 2], u64>,
-    previous_started: Instant,
-}
-
-/// A 128-bit digest of (action, event id); collisions are out of reach for
-/// anyone choosing ids.
-fn digest(action: &str, event_id: &str) -> [u64; 2] {
+/// A 128-bit digest of (action, event id); stable across restarts (it is
+/// stored), and collisions are out of reach for anyone choosing ids.
+pub fn digest(action: &str, event_id: &str) -> u128 {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(action.as_bytes());
     ctx.update(&[0]);
     ctx.update(event_id.as_bytes());
     let d = ctx.finish();
-    let word = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d.as_ref()[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(b)
-    };
-    [word(0), word(1)]
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl Generations {
-    /// When the pair was claimed, if it is remembered.
-    fn claimed_at(&self, k: &[u64; 2]) -> Option<Instant> {
-        let at = |start: Instant, ms: u64| start.checked_add(Duration::from_millis(ms)).unwrap_or(start);
-        self.current
-            .get(k)
-            .map(|ms| at(self.started, *ms))
-            .or_else(|| self.previous.get(k).map(|ms| at(self.previous_started, *ms)))
-    }
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    u128::from_le_bytes(b)
 }
 
 impl Seen {
-    /// A set holding up to `capacity` pairs for `ttl` each; past the
-    /// capacity the oldest are forgotten first.
-    pub fn new(ttl: Duration, capacity: u64) -> Self {
-        let now = Instant::now();
+    /// An empty set.
+    pub fn new(limits: Limits) -> Self {
         Self {
-            ttl,
-            per_generation: usize::try_from(capacity / 2).unwrap_or(usize::MAX).max(1),
-            generations: Mutex::new(Generations {
-                started: now,
-                current: HashMap::new(),
-                previous: HashMap::new(),
-                previous_started: now,
-            }),
+            ttl_ms: limits.ttl_ms(),
+            per_generation: limits.capacity() / 2,
+            ..Self::default()
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        // The maps are consistent between statements; poisoning is ignored.
-        self.generations.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Whether the pair was claimed within the TTL before `now`.
+    pub fn contains(&self, k: u128, now: u64) -> bool {
+        self.current
+            .get(&k)
+            .or_else(|| self.previous.get(&k))
+            .is_some_and(|at| now.saturating_sub(*at) < self.ttl_ms)
     }
 
-    /// Claims the pair; returns false when it was claimed within the TTL.
-    /// Claiming is atomic, so of two identical concurrent requests one wins.
-    pub fn claim(&self, action: &str, event_id: &str) -> bool {
-        let k = digest(action, event_id);
-        let now = Instant::now();
-        let mut g = self.lock();
+    /// Records a claim made at `at` (claims arrive in time order).
+    pub fn insert(&mut self, k: u128, at: u64) {
         // A generation lasts at most the TTL (so the previous one holds
         // nothing that anything current needs beyond it) or half the capacity.
-        if now.duration_since(g.started) >= self.ttl || g.current.len() >= self.per_generation {
-            g.previous = std::mem::take(&mut g.current);
-            g.previous_started = g.started;
-            g.started = now;
-        }
-        if g.claimed_at(&k)
-            .is_some_and(|at| now.duration_since(at) < self.ttl)
+        if at.saturating_sub(self.current_started) >= self.ttl_ms || self.current.len() >= self.per_generation
         {
-            return false;
+            self.previous = std::mem::take(&mut self.current);
+            self.previous_started = self.current_started;
+            self.current_started = at;
         }
-        let ms = millis(now.duration_since(g.started));
-        g.current.insert(k, ms);
-        true
+        self.current.insert(k, at);
     }
 
-    /// Gives a claim back (the event could not be accepted after all).
-    pub fn release(&self, action: &str, event_id: &str) {
-        let k = digest(action, event_id);
-        let mut g = self.lock();
-        g.current.remove(&k);
-        g.previous.remove(&k);
+    /// Takes a claim back (its commit failed).
+    pub fn remove(&mut self, k: u128) {
+        self.current.remove(&k);
+        self.previous.remove(&k);
+    }
+
+    /// The time before which nothing is remembered any more at `now`:
+    /// stored claims older than it can be deleted.
+    pub fn forget_before(&self, now: u64) -> u64 {
+        let by_age = now.saturating_sub(self.ttl_ms);
+        if self.previous.is_empty() {
+            by_age
+        } else {
+            by_age.max(self.previous_started)
+        }
     }
 }
 
@@ -123,51 +128,61 @@ impl Seen {
 mod tests {
     use super::*;
 
+    fn seen(ttl_ms: u64, capacity: u64) -> Seen {
+        Seen::new(Limits {
+            ttl: Duration::from_millis(ttl_ms),
+            capacity,
+        })
+    }
+
     #[test]
-    fn a_pair_is_claimed_once_per_action_until_released() {
-        let seen = Seen::new(Duration::from_secs(60), 100);
-        assert!(seen.claim("a", "e1"));
-        assert!(!seen.claim("a", "e1"));
-        assert!(seen.claim("b", "e1"), "another action is another pair");
-        seen.release("a", "e1");
-        assert!(seen.claim("a", "e1"));
+    fn a_pair_is_claimed_once_per_action_until_removed() {
+        let mut s = seen(60_000, 100);
+        let (a, b) = (digest("a", "e1"), digest("b", "e1"));
+        assert_ne!(a, b, "another action is another pair");
+        s.insert(a, 1_000);
+        assert!(s.contains(a, 1_001));
+        assert!(!s.contains(b, 1_001));
+        s.remove(a);
+        assert!(!s.contains(a, 1_002));
     }
 
     #[test]
     fn claims_expire() {
-        let seen = Seen::new(Duration::from_millis(50), 100);
-        assert!(seen.claim("a", "e1"));
-        std::thread::sleep(Duration::from_millis(120));
-        assert!(seen.claim("a", "e1"));
+        let mut s = seen(50, 100);
+        s.insert(digest("a", "e1"), 1_000);
+        assert!(s.contains(digest("a", "e1"), 1_049));
+        assert!(!s.contains(digest("a", "e1"), 1_050));
     }
 
     #[test]
     fn a_claim_is_remembered_across_one_rotation() {
         // Two per generation: the third claim starts a new generation.
-        let seen = Seen::new(Duration::from_secs(60), 4);
-        assert!(seen.claim("a", "e1"));
-        assert!(seen.claim("a", "e2"));
-        assert!(seen.claim("a", "e3"));
-        assert!(!seen.claim("a", "e1"), "e1 is in the previous generation");
-        assert!(seen.claim("a", "e4"));
-        assert!(seen.claim("a", "e5"));
+        let mut s = seen(60_000, 4);
+        let d = |i: u32| digest("a", &format!("e{i}"));
+        for i in 1..=3 {
+            s.insert(d(i), 1_000 + u64::from(i));
+        }
+        assert!(s.contains(d(1), 1_010), "e1 is in the previous generation");
+        s.insert(d(4), 1_011);
+        s.insert(d(5), 1_012);
         // e1 and e2 are two generations old now: past the capacity.
-        assert!(seen.claim("a", "e1"));
-        assert!(!seen.claim("a", "e5"));
+        assert!(!s.contains(d(1), 1_013));
+        assert!(s.contains(d(5), 1_013));
+        assert_eq!(
+            s.forget_before(1_013),
+            1_003,
+            "before the previous generation began"
+        );
     }
 
     #[test]
-    fn concurrent_claims_of_one_pair_have_one_winner() {
-        let seen = std::sync::Arc::new(Seen::new(Duration::from_secs(60), 100_000));
-        let wins: usize = (0..8)
-            .map(|_| {
-                let seen = seen.clone();
-                std::thread::spawn(move || (0..1000).filter(|i| seen.claim("a", &format!("e{i}"))).count())
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|t| t.join().expect("thread"))
-            .sum();
-        assert_eq!(wins, 1000);
+    fn digests_are_stable() {
+        // Stored in the spool: must not change between versions. The first
+        // 16 bytes of SHA-256("oncall\0id"), little-endian.
+        assert_eq!(
+            format!("{:032x}", digest("oncall", "id")),
+            "a87807b0affe601bdcce826fc86040b6"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod dedup;
+pub mod logging;
 pub mod pagerduty;
 pub mod prefect;
 pub mod secret;

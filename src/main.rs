@@ -11,7 +11,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser as _;
 use prefect_pagerduty_bridge::cli;
-use prefect_pagerduty_bridge::config::{Cli, Command, LogFormat};
+use prefect_pagerduty_bridge::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Command::Spool(s) => cli::spool(s).and_then(|v| print_json(&v)),
         Command::Serve(s) => {
             // Dropped last: flushes the log lines still queued.
-            let _log = init_logging(s.log_format);
+            let _log = prefect_pagerduty_bridge::logging::init(s.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -50,25 +50,4 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
-}
-
-/// Logs to stderr from a writer thread: a request or a delivery never waits
-/// on the pipe, and lines written together share one `write`. Lossless: when
-/// the queue is full, the thread that logs waits rather than drop a line.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(4096)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-    guard
 }

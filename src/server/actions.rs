@@ -203,7 +203,7 @@ async fn test(state: &State, name: &str) -> Response<Body> {
         disposition: Disposition::Trigger(AlertClass::Notice),
         dedup_key: dedup_key.clone(),
     };
-    match state.spool.accept(name, &t).await {
+    match state.spool.accept(name, &t, None).await {
         Ok(Accepted::Queued { id }) => response::json(
             StatusCode::ACCEPTED,
             &json!({"status": "accepted", "event_action": "trigger", "dedup_key": dedup_key, "spool_id": id}),

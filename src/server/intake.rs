@@ -40,7 +40,14 @@ where
         .get("x-prefect-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = match Limited::new(req.into_body(), state.max_body).collect().await {
+    let read = tokio::time::timeout(
+        state.request_timeout,
+        Limited::new(req.into_body(), state.max_body).collect(),
+    );
+    let Ok(read) = read.await else {
+        return super::request_timeout(state);
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return response::error(
@@ -69,22 +76,7 @@ where
         .envelope_event_id
         .clone()
         .or_else(|| notification.event_id.clone());
-    if let Some(id) = &event_id
-        && !state.seen.claim(&action.name, id)
-    {
-        tracing::info!(action = %action.name, prefect_event_id = %id, "duplicate delivery; nothing sent");
-        return response::json(
-            StatusCode::OK,
-            &json!({"status": "duplicate", "prefect_event_id": id, "dedup_key": t.dedup_key,
-                        "event_action": event_action}),
-        );
-    }
-    let accepted = state.spool.accept(&action.name, &t).await;
-    let release = || {
-        if let Some(id) = &event_id {
-            state.seen.release(&action.name, id);
-        }
-    };
+    let accepted = state.spool.accept(&action.name, &t, event_id.as_deref()).await;
     let spool_id = match accepted {
         Ok(Accepted::Queued { id }) => id,
         Ok(Accepted::Ignored { reason }) => {
@@ -102,8 +94,17 @@ where
                         "detail": "the trigger it resolves was still queued; neither is sent"}),
             );
         }
+        Ok(Accepted::Duplicate) => {
+            tracing::info!(action = %action.name,
+                prefect_event_id = %crate::logging::escape(event_id.as_deref().unwrap_or_default()),
+                "duplicate delivery; nothing sent");
+            return response::json(
+                StatusCode::OK,
+                &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
+                        "event_action": event_action}),
+            );
+        }
         Err(AcceptError::Full) => {
-            release();
             tracing::error!(action = %action.name, "spool full; refusing the webhook");
             return response::error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -112,7 +113,6 @@ where
             );
         }
         Err(AcceptError::Storage(e)) => {
-            release();
             tracing::error!(action = %action.name, error = %e, "spool commit failed; refusing the webhook");
             return response::error(
                 StatusCode::SERVICE_UNAVAILABLE,

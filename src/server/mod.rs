@@ -1,6 +1,8 @@
 //! The HTTP server. Routes:
 //! * `POST /v1/prefect/{action}`: the Prefect webhook intake ([`intake`]).
-//! * `GET /healthz`: `200 {"status":"ok"}` while serving.
+//! * `GET /healthz`: `200 {"status":"ok"}` while serving (liveness).
+//! * `GET /readyz`: `200 {"status":"ready"}` while the spool can take events,
+//!   else `503` with the reason (readiness).
 //! * `GET /v1/actions`: the configured actions, routing keys redacted.
 //! * `GET /v1/spool`: spool figures (queued, open alerts, dead letters, …).
 //! * `GET /v1/dead-letters`: events PagerDuty refused or that ran out of time.
@@ -24,7 +26,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,6 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::actions::Actions;
-use crate::dedup::Seen;
 use crate::spool::Spool;
 use crate::translate;
 use auth::{Denied, Role, Tokens};
@@ -49,6 +49,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long requests in flight may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may wait for a slot once idle ones were asked
+/// to close, before it is closed itself.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -61,8 +64,6 @@ pub struct State {
     pub options: translate::Options,
     /// The durable outbox.
     pub spool: Spool,
-    /// Recently seen Prefect event ids.
-    pub seen: Seen,
     /// Body limit in bytes.
     pub max_body: usize,
     /// Webhook and API tokens.
@@ -97,6 +98,10 @@ pub struct Listen {
     pub tls: Option<TlsAcceptor>,
     /// Most connections at once.
     pub max_connections: usize,
+    /// Most connections at once from one client IP.
+    pub max_connections_per_ip: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Listen {
@@ -105,7 +110,103 @@ impl std::fmt::Debug for Listen {
             .field("listener", &self.listener)
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
+    }
+}
+
+/// What one connection has done, for its idle deadline: whatever the
+/// protocol (HTTP/1, h2c, h2 over TLS), a connection is idle while it has no
+/// request in flight, and one idle too long is closed, so that a peer that
+/// connects and sends nothing (or only an HTTP/2 preface, or only PINGs)
+/// cannot hold a slot.
+#[derive(Debug)]
+struct Activity {
+    started: std::time::Instant,
+    /// Requests in flight.
+    active: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `started` to the last request start or end.
+    last: std::sync::atomic::AtomicU64,
+    /// Whether a request was ever made on it.
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            active: 0.into(),
+            last: 0.into(),
+            used: false.into(),
+        }
+    }
+
+    fn touch(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Relaxed);
+    }
+
+    /// How long it has been idle; `None` while a request is in flight.
+    fn idle_for(&self) -> Option<Duration> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.active.load(Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last.load(Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// Counts a request in flight on its connection while it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        activity.active.fetch_add(1, Relaxed);
+        activity.used.store(true, Relaxed);
+        activity.touch();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Open connections per client IP.
+#[derive(Debug, Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerIp`], given back when dropped.
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -115,11 +216,17 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
         listener,
         tls,
         max_connections,
+        max_connections_per_ip,
+        idle_timeout,
     } = listen;
     let slots = Arc::new(Semaphore::new(max_connections));
-    let graceful = GracefulShutdown::new();
+    let per_ip = Arc::new(PerIp::default());
+    // Told when every slot is taken: idle connections close to make room.
+    let shed = Arc::new(tokio::sync::Notify::new());
+    let tracker = tokio_util::task::TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Slowloris: a client gets at most this long to send its request head.
+    // Slowloris: a client gets at most this long to send its request head,
+    // and a new connection this long to start its first request.
     let header_timeout = HEADER_READ_TIMEOUT.min(state.request_timeout);
     builder
         .http1()
@@ -128,13 +235,15 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
         // Prefect's heads are a few hundred bytes; bound what a client can
         // make us buffer (a longer head gets 431).
         .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let deadlines = Deadlines {
+        first: header_timeout,
+        idle: idle_timeout.max(Duration::from_millis(100)),
+    };
     loop {
-        // At the cap, stop accepting: new clients wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = shutdown.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -147,56 +256,161 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
             },
             () = shutdown.cancelled() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(timed(&state, req, peer).await) }
-        });
-        match &tls {
-            None => {
-                let conn = graceful.watch(
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                );
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+        let Some(ip_slot) = per_ip.take(peer.ip(), max_connections_per_ip) else {
+            tracing::warn!(peer = %peer.ip(), limit = max_connections_per_ip,
+                "connection refused: this client has too many open (--max-connections-per-ip)");
+            continue;
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shed.notify_waiters();
+                match tokio::time::timeout(SLOT_WAIT, slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(peer = %peer.ip(), "connection refused: every slot is busy (--max-connections)");
+                        continue;
                     }
-                    drop(permit);
-                });
+                }
             }
-            Some(acceptor) => {
-                let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let state = state.clone();
+        let service = {
+            let activity = activity.clone();
+            service_fn(move |req| {
+                let state = state.clone();
+                let in_flight = InFlight::new(&activity);
+                async move {
+                    let res = timed(&state, req, peer).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(res)
+                }
+            })
+        };
+        let (builder, tls, shutdown, shed) = (builder.clone(), tls.clone(), shutdown.clone(), shed.clone());
+        tracker.spawn(async move {
+            let _slots = (permit, ip_slot);
+            match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    drive(conn, &activity, deadlines, &shutdown, &shed).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        () = shutdown.cancelled() => return,
                     };
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
+                    drive(conn, &activity, deadlines, &shutdown, &shed).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("requests still in flight after the drain timeout"),
+    }
+}
+
+/// When an idle connection is closed.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// Before its first request starts.
+    first: Duration,
+    /// Between requests.
+    idle: Duration,
+}
+
+/// Serves one connection until it ends, closing it when it has been idle
+/// past its deadline, when idle connections are asked to make room, or at
+/// shutdown (after the requests in flight finish).
+async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    deadlines: Deadlines,
+    shutdown: &CancellationToken,
+    shed: &tokio::sync::Notify,
+) where
+    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+        + GracefulConnection,
+{
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let limit = if activity.used.load(std::sync::atomic::Ordering::Relaxed) {
+            deadlines.idle
+        } else {
+            deadlines.first
+        };
+        let check = match (closing, activity.idle_for()) {
+            (Some(at), _) => at,
+            (None, Some(idle)) => tokio::time::Instant::now() + limit.saturating_sub(idle),
+            (None, None) => tokio::time::Instant::now() + limit,
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(check) => {
+                if closing.is_some() {
+                    // It did not finish closing: drop it.
+                    return;
+                }
+                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+                    conn.as_mut().graceful_close();
+                    closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+            }
+            () = shed.notified(), if closing.is_none() => {
+                if activity.idle_for().is_some() {
+                    conn.as_mut().graceful_close();
+                    closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+            }
+            () = shutdown.cancelled(), if closing.is_none() => {
+                conn.as_mut().graceful_close();
+                closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
             }
         }
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("requests still in flight after the drain timeout"),
+}
+
+/// A connection that can be asked to finish its requests and close.
+trait GracefulConnection {
+    fn graceful_close(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection for auto::Connection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    E: auto::HttpServerConnExec<S::Future, Body>,
+{
+    fn graceful_close(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -220,22 +434,30 @@ async fn timed(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Respo
             .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs.max(1)));
         return res;
     }
+    // The intake bounds its own body read: once an event reaches the spool
+    // its answer is worth waiting for (it is applied either way).
+    if req.uri().path().starts_with("/v1/prefect/") {
+        return route(state, req, peer.ip()).await;
+    }
     match tokio::time::timeout(state.request_timeout, route(state, req, peer.ip())).await {
         Ok(res) => res,
-        Err(_) => {
-            let mut res = response::error(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the request did not arrive in full within {:?} (--request-timeout)",
-                    state.request_timeout
-                ),
-            );
-            res.headers_mut()
-                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            res
-        }
+        Err(_) => request_timeout(state),
     }
+}
+
+/// `408` for a request that did not arrive in full in time.
+pub(crate) fn request_timeout(state: &State) -> Response<Body> {
+    let mut res = response::error(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the request did not arrive in full within {:?} (--request-timeout)",
+            state.request_timeout
+        ),
+    );
+    res.headers_mut()
+        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    res
 }
 
 /// The response for a refused request.
@@ -277,6 +499,15 @@ async fn route(state: &State, req: Request<Incoming>, peer: IpAddr) -> Response<
         return intake::handle(state, name, req).await;
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    if path == "/readyz" {
+        return if !get {
+            response::method_not_allowed("GET, HEAD")
+        } else if let Some(reason) = state.spool.unready() {
+            response::error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+        } else {
+            response::json(StatusCode::OK, &json!({"status": "ready"}))
+        };
+    }
     if path == "/healthz" {
         return if get {
             response::json(StatusCode::OK, &json!({"status": "ok"}))

@@ -4,14 +4,22 @@
 //! event of a dedup key waits while an earlier one is in flight or backing
 //! off), paced by a token bucket that never lets a 60-second window hold more
 //! than the configured rate (PagerDuty: ~120/min per integration key, over a
-//! 60 s lookback, `FACTS.md` §1.6). Waiting for the limiter delays an event;
-//! nothing is dropped. Outcomes, per PagerDuty's retry table (§1.5):
+//! 60 s lookback; docs/pagerduty.md). Waiting for the limiter delays an event;
+//! nothing is dropped. Outcomes, per PagerDuty's retry guidance:
 //! - 2xx: done.
-//! - 429: pause the routing key for at least `rate_limit_pause` (or
-//!   `Retry-After` / `ratelimit-reset` when longer), then retry.
-//! - 5xx, timeouts, connection errors: exponential backoff with jitter, capped
-//!   at `retry_max`, until the event is `max_event_age` old: then a dead letter.
-//! - other 4xx: a dead letter at once, with PagerDuty's `errors[]`.
+//! - 429: pause the routing key for `Retry-After` / `ratelimit-reset` when
+//!   given (at most `retry_max`), else `rate_limit_pause`, and lower the
+//!   key's pace to just under what PagerDuty took over the last second; the
+//!   pace rises again with each success.
+//! - 5xx, timeouts, connection errors: the routing key is failing. Its other
+//!   events wait without attempts of their own while one send at a time
+//!   probes it, every `retry_initial`; the first success makes every waiting
+//!   event of the key due at once, so a backlog goes out as soon as
+//!   PagerDuty is back. The event whose failure started it backs off
+//!   exponentially (capped at `retry_max`): an event PagerDuty keeps failing
+//!   on its own is not retried in a tight loop.
+//! - other 4xx, or an event `max_event_age` old: a dead letter, with
+//!   PagerDuty's `errors[]`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -23,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Change, Record};
-use super::{Spool, now_ms, open_row};
+use super::{Index, Spool, now_ms, open_row};
 use crate::pagerduty::EventAction;
 use crate::pagerduty::client::{Client, Outcome};
 
@@ -55,6 +63,113 @@ pub fn window_quota(n: u32, per: Duration, burst: u32) -> Quota {
     Quota::with_period(period.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(b)
+}
+
+/// `now + d`, or a day from now if that does not fit in an `Instant`.
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+/// Lowest pace a 429 can set a routing key to, events per second.
+const MIN_ADAPTIVE_RATE: f64 = 0.1;
+
+/// What the dispatcher knows about one routing key beyond its rate limit.
+#[derive(Debug, Default)]
+pub(super) struct KeyState {
+    /// Its sends fail (5xx, network): one probe at a time.
+    failing: bool,
+    /// A probe is in flight.
+    probing: bool,
+    /// When the next probe may go.
+    next_probe: Option<Instant>,
+    /// After a 429: at most this many events per second, until successes
+    /// raise it back to the configured rate.
+    adaptive_rate: Option<f64>,
+    /// When the next send may go under `adaptive_rate`.
+    next_send: Option<Instant>,
+    /// Recent successes, to estimate what PagerDuty takes.
+    recent: std::collections::VecDeque<Instant>,
+}
+
+impl KeyState {
+    /// Whether a send may go now; when not, until when it waits.
+    fn gate(&self, now: Instant) -> Result<(), Instant> {
+        if self.failing {
+            match self.next_probe {
+                _ if self.probing => return Err(later(now, Duration::from_secs(1))),
+                Some(t) if t > now => return Err(t),
+                _ => {}
+            }
+        }
+        match self.next_send {
+            Some(t) if t > now => Err(t),
+            _ => Ok(()),
+        }
+    }
+
+    /// A send was started.
+    fn started(&mut self, now: Instant) {
+        if self.failing {
+            self.probing = true;
+        }
+        if let Some(rate) = self.adaptive_rate {
+            let gap = Duration::from_secs_f64(1.0 / rate);
+            self.next_send = Some(later(self.next_send.map_or(now, |t| t.max(now)), gap));
+        }
+    }
+
+    /// PagerDuty took an event: the key is healthy, its pace may rise.
+    /// Returns whether it was failing until now.
+    fn succeeded(&mut self, now: Instant, configured_per_sec: f64) -> bool {
+        let recovered = self.failing;
+        self.failing = false;
+        self.probing = false;
+        self.next_probe = None;
+        self.recent.push_back(now);
+        while self.recent.len() > 64
+            || self
+                .recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if let Some(rate) = self.adaptive_rate {
+            // About +0.5 events/s for every second at this pace.
+            let raised = rate + 0.5 / rate.max(1.0);
+            self.adaptive_rate = (raised < configured_per_sec).then_some(raised);
+            if self.adaptive_rate.is_none() {
+                self.next_send = None;
+            }
+        }
+        recovered
+    }
+
+    /// A 5xx or network failure. Returns whether the key was healthy until
+    /// now (this failure starts an outage).
+    fn failed(&mut self, now: Instant, probe_every: Duration) -> bool {
+        let first = !self.failing;
+        self.failing = true;
+        self.probing = false;
+        self.next_probe = Some(later(now, probe_every));
+        first
+    }
+
+    /// A 429: pace the key just under what PagerDuty took over the last
+    /// second, or at half the pace it had.
+    fn rate_limited(&mut self, now: Instant, configured_per_sec: f64) {
+        self.probing = false;
+        let taken = self
+            .recent
+            .iter()
+            .filter(|t| now.duration_since(**t) <= Duration::from_secs(1))
+            .count() as f64;
+        let current = self.adaptive_rate.unwrap_or(configured_per_sec);
+        let rate = if taken >= 2.0 { 0.9 * taken } else { current / 2.0 };
+        self.adaptive_rate = Some(rate.clamp(MIN_ADAPTIVE_RATE, configured_per_sec.max(MIN_ADAPTIVE_RATE)));
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): `initial · 2^(attempt-1)`,
@@ -124,15 +239,7 @@ pub async fn run(spool: Spool, sink: Sink, shutdown: CancellationToken) {
     }
     // Acks and retry bookkeeping may sit in non-durable commits; make them
     // durable before the process exits.
-    if let Err(e) = spool
-        .inner
-        .store
-        .commit(Change {
-            durable: true,
-            ..Change::default()
-        })
-        .await
-    {
+    if let Err(e) = spool.flush().await {
         tracing::error!(error = %e, "final spool flush failed");
     }
 }
@@ -166,7 +273,12 @@ fn select(
         }
         // In flight or not yet on disk: it stays first of its dedup key, so
         // later events of that key wait too.
-        if e.in_flight || !e.committed || is_blocked(&blocked, &e.key) || !idx.is_first_of_dedup(*id, e) {
+        if e.in_flight
+            || !e.committed
+            || e.held
+            || is_blocked(&blocked, &e.key)
+            || !idx.is_first_of_dedup(*id, e)
+        {
             continue;
         }
         if e.due > now {
@@ -175,6 +287,11 @@ fn select(
         }
         if let Some(until) = idx.paused.get(&e.key).filter(|t| **t > now) {
             soon(*until, &mut next);
+            blocked.push(e.key.clone());
+            continue;
+        }
+        if let Some(Err(until)) = idx.keys.get(&e.key).map(|k| k.gate(now)) {
+            soon(until, &mut next);
             blocked.push(e.key.clone());
             continue;
         }
@@ -196,21 +313,28 @@ fn select(
             continue;
         }
         ids.push(*id);
+        if idx.keys.get(&e.key).is_some_and(|k| k.failing) {
+            // The probe of a failing key: nothing else of it goes this pass.
+            blocked.push(e.key.clone());
+        }
     }
     idx.in_flight += ids.len();
     for id in ids {
-        if let Some(e) = idx.queued.get_mut(&id) {
-            e.in_flight = true;
-            work.push(Work {
-                id,
-                alert: e.alert,
-                key: e.key.clone(),
-                dedup_key: e.dedup_key.clone(),
-                action: e.action,
-                action_name: e.action_name.clone(),
-                wire: e.wire.clone(),
-            });
-        }
+        let Some(e) = idx.queued.get_mut(&id) else {
+            continue;
+        };
+        e.in_flight = true;
+        let w = Work {
+            id,
+            alert: e.alert,
+            key: e.key.clone(),
+            dedup_key: e.dedup_key.clone(),
+            action: e.action,
+            action_name: e.action_name.clone(),
+            wire: e.wire.clone(),
+        };
+        idx.keys.entry(w.key.clone()).or_default().started(now);
+        work.push(w);
     }
     (work, next)
 }
@@ -259,13 +383,23 @@ fn read(spool: &Spool, w: &Work) -> Option<Record> {
     match spool.inner.store.get(w.id) {
         Ok(Some(r)) => Some(r),
         other => {
-            if let Err(e) = other {
-                tracing::error!(id = w.id, error = %e, "cannot read a spooled event");
-            }
             let mut idx = spool.lock();
             idx.in_flight = idx.in_flight.saturating_sub(1);
-            if let Some(e) = idx.queued.get_mut(&w.id) {
-                e.in_flight = false;
+            if let Some(k) = idx.keys.get_mut(&w.key) {
+                k.probing = false;
+            }
+            match other {
+                // Gone: superseded or purged meanwhile.
+                Ok(_) => {
+                    idx.remove(w.id);
+                }
+                Err(e) => {
+                    tracing::error!(id = w.id, error = %e, "cannot read a spooled event; will try again");
+                    if let Some(entry) = idx.queued.get_mut(&w.id) {
+                        entry.in_flight = false;
+                        entry.due = later(Instant::now(), spool.inner.settings.retry_initial);
+                    }
+                }
             }
             None
         }
@@ -281,6 +415,16 @@ fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
     change.delete.push(w.id);
     change.counters.delivered += 1;
     idx.counters.delivered += 1;
+    let now = Instant::now();
+    let configured = per_second(spool.inner.settings.rate);
+    if idx
+        .keys
+        .entry(w.key.clone())
+        .or_default()
+        .succeeded(now, configured)
+    {
+        recovered(&mut idx, &w.key, now);
+    }
     // In memory only: on restart every open alert that is not dead-lettered
     // counts as delivered (see `Spool::open`), so the row need not change.
     if w.action == EventAction::Trigger
@@ -294,8 +438,26 @@ fn delivered(spool: &Spool, w: &Work, status: u16, dry_run: bool) {
         tracing::info!(action = %w.action_name, routing_key = %crate::secret::redact(&w.key),
             dedup_key = %w.dedup_key, event_action = %w.action, status, "delivered to PagerDuty");
     }
-    spool.inner.store.submit(change);
+    spool.submit(change);
     spool.inner.wake.notify_one();
+}
+
+/// A routing key's outage is over: every event of it waiting is due now.
+fn recovered(idx: &mut Index, key: &Arc<str>, now: Instant) {
+    let mut n = 0;
+    for e in idx.queued.values_mut().filter(|e| e.key == *key && !e.in_flight) {
+        if e.due > now {
+            e.due = now;
+        }
+        n += 1;
+    }
+    tracing::info!(routing_key = %crate::secret::redact(key), waiting = n,
+        "PagerDuty takes events for this routing key again; sending what waited");
+}
+
+/// A configured rate in events per second.
+fn per_second((n, per): (u32, Duration)) -> f64 {
+    f64::from(n) / per.as_secs_f64().max(1e-9)
 }
 
 fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
@@ -310,14 +472,16 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
     record.last_status = Some(status);
     let now = Instant::now();
     let age = Duration::from_millis(u64::try_from(now_ms() - record.accepted_ms).unwrap_or(0));
-    let retry_at = |idx: &mut super::Index, record: &mut Record, delay: Duration, change: &mut Change| {
+    let retry_at = |idx: &mut Index, record: &mut Record, delay: Duration, change: &mut Change| {
         if let Some(entry) = idx.queued.get_mut(&record.id) {
             entry.in_flight = false;
-            entry.due = now + delay;
+            entry.due = later(now, delay);
         }
-        record.next_attempt_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        record.next_attempt_ms =
+            now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         change.put.push(record.clone());
     };
+    let expired = age >= settings.max_event_age;
     match &outcome {
         Outcome::Accepted { .. } => {
             // `delivered` releases the in-flight slot itself.
@@ -326,27 +490,41 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             delivered(spool, &w, status, false);
             return;
         }
-        Outcome::RateLimited { retry_after } => {
-            let pause = retry_after.unwrap_or_default().max(settings.rate_limit_pause);
+        Outcome::RateLimited { retry_after } if !expired => {
+            // PagerDuty's hint is honoured, but never beyond the retry cap:
+            // a hint of years (or 2^64 s) must not silence a key.
+            let pause = retry_after.map_or(settings.rate_limit_pause, |d| d.min(settings.retry_max));
+            let configured = per_second(settings.rate);
+            idx.keys
+                .entry(w.key.clone())
+                .or_default()
+                .rate_limited(now, configured);
             // Sends already in flight may bring more 429s; keep the latest end.
             let until = idx
                 .paused
                 .get(&w.key)
                 .copied()
-                .map_or(now + pause, |t| t.max(now + pause));
+                .map_or(later(now, pause), |t| t.max(later(now, pause)));
             idx.paused.insert(w.key.clone(), until);
             record.last_error = Some("429 Too Many Requests".to_owned());
             tracing::warn!(action = %record.action, routing_key, dedup_key, status,
                 pause_secs = pause.as_secs(), "PagerDuty rate-limited the event; pausing this routing key");
             retry_at(&mut idx, &mut record, pause, &mut change);
         }
-        Outcome::ServerError { .. } | Outcome::Unreachable { .. } if age < settings.max_event_age => {
-            let delay = backoff(
-                record.attempts,
-                settings.retry_initial,
-                settings.retry_max,
-                jitter(),
-            );
+        Outcome::ServerError { .. } | Outcome::Unreachable { .. } if !expired => {
+            let key = idx.keys.entry(w.key.clone()).or_default();
+            // Only the failure that starts an outage backs off; probes of a
+            // failing key are paced by the key (see the module docs).
+            let delay = if key.failed(now, settings.retry_initial) {
+                backoff(
+                    record.attempts,
+                    settings.retry_initial,
+                    settings.retry_max,
+                    jitter(),
+                )
+            } else {
+                Duration::ZERO
+            };
             record.last_error = Some(match &outcome {
                 Outcome::ServerError { detail, .. } => format!("{status}: {detail}"),
                 Outcome::Unreachable { reason } => reason.clone(),
@@ -372,8 +550,17 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
                         record.attempts
                     )
                 }
-                _ => String::new(),
+                Outcome::RateLimited { .. } => {
+                    format!(
+                        "gave up after {} attempts over {age:?}: still rate-limited (429)",
+                        record.attempts
+                    )
+                }
+                Outcome::Accepted { .. } => String::new(),
             };
+            if let Some(k) = idx.keys.get_mut(&w.key) {
+                k.probing = false;
+            }
             idx.remove(record.id);
             record.last_error = Some(error.clone());
             record.dead_ms = Some(now_ms());
@@ -393,7 +580,7 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
         }
     }
     drop(idx);
-    spool.inner.store.submit(change);
+    spool.submit(change);
     spool.inner.wake.notify_one();
 }
 

@@ -9,10 +9,14 @@
 //!   counted as superseded);
 //! - consecutive queued triggers of one dedup key collapse into the newest.
 //!
-//! [`dispatch`] sends what is due, in accept order per dedup key.
+//! Every decision is made on the one writer thread ([`writer`]), in arrival
+//! order, and is applied to the in-memory index only once its commit
+//! succeeds: a failed commit is undone, whatever became of the request that
+//! asked for it. [`dispatch`] sends what is due, in accept order per dedup key.
 
 pub mod dispatch;
 pub mod store;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,13 +24,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
 use crate::translate::{AlertClass, Disposition, Translation};
 use store::{Change, OpenRow, Store};
-pub use store::{Counters, Error, Record};
+pub use store::{Counters, Error, Quarantined, Record};
 
 /// Most bytes of queued events kept encoded in memory, so that sending them
 /// needs no spool read. A byte budget, not a count: events may be up to
@@ -48,6 +53,8 @@ pub enum Accepted {
     },
     /// A resolve that cancelled its still-queued trigger: neither is sent.
     Superseded,
+    /// The same (action, Prefect event id) was accepted within `--dedup-ttl`.
+    Duplicate,
 }
 
 /// Open alert state, per (routing key, dedup key).
@@ -76,6 +83,8 @@ struct Entry {
     /// after a restart or in a long backlog.
     wire: Option<bytes::Bytes>,
     committed: bool,
+    /// Superseded by a decision whose commit is under way: never sent.
+    held: bool,
     in_flight: bool,
     due: Instant,
 }
@@ -96,6 +105,8 @@ struct Index {
     per_key: HashMap<Arc<str>, usize>,
     open: HashMap<AlertId, Open>,
     paused: HashMap<Arc<str>, Instant>,
+    /// Per routing key: outage probing and adaptive pace.
+    keys: HashMap<Arc<str>, dispatch::KeyState>,
     next_id: u64,
     counters: Counters,
     in_flight: usize,
@@ -105,6 +116,38 @@ struct Index {
     names: std::collections::HashSet<Arc<str>>,
     /// Bytes of `wire` held by queued entries.
     wire_bytes: usize,
+    /// Idempotency claims.
+    seen: Seen,
+}
+
+/// How to take back one step of a decision whose commit failed.
+#[derive(Debug)]
+enum Undo {
+    /// A new queued entry: remove it (on success: mark it committed).
+    Inserted(u64),
+    /// A superseded entry held back: release it (on success: remove it).
+    Held(u64),
+    /// An open alert as it was, and whether its trigger was in flight then
+    /// (it may have been delivered meanwhile).
+    Open(AlertId, Option<Open>, bool),
+    /// The id counter as it was.
+    NextId(u64),
+    /// Superseded events counted.
+    Superseded(u64),
+    /// An idempotency claim made.
+    Claim(u128),
+}
+
+/// One webhook's event, as the writer needs it to decide.
+#[derive(Debug)]
+pub(crate) struct AcceptInput {
+    action: String,
+    routing_key: String,
+    dedup: Arc<str>,
+    event_action: EventAction,
+    disposition: Disposition,
+    encoded: Box<serde_json::value::RawValue>,
+    claim: Option<u128>,
 }
 
 impl Index {
@@ -164,7 +207,7 @@ impl Index {
                     .filter(|id| {
                         self.queued
                             .get(id)
-                            .is_some_and(|e| e.action == EventAction::Trigger && !e.in_flight)
+                            .is_some_and(|e| e.action == EventAction::Trigger && !e.in_flight && !e.held)
                     })
                     .collect()
             })
@@ -179,6 +222,280 @@ impl Index {
                     .is_some_and(|e| e.action == EventAction::Trigger && e.in_flight)
             })
         })
+    }
+
+    /// Sets an alert's open state, remembering how it was.
+    fn set_open(&mut self, k: AlertId, open: Option<Open>, undo: &mut Vec<Undo>) {
+        let in_flight = self.trigger_in_flight(&k);
+        let before = match open {
+            Some(o) => self.open.insert(k, o),
+            None => self.open.remove(&k),
+        };
+        undo.push(Undo::Open(k, before, in_flight));
+    }
+
+    /// Holds back the queued triggers of an alert: superseded, never sent.
+    fn hold_queued_triggers(&mut self, k: &AlertId, change: &mut Change, undo: &mut Vec<Undo>) -> u64 {
+        let ids = self.queued_triggers(k);
+        for id in &ids {
+            if let Some(e) = self.queued.get_mut(id) {
+                e.held = true;
+            }
+            change.delete.push(*id);
+            undo.push(Undo::Held(*id));
+        }
+        ids.len() as u64
+    }
+
+    /// Decides what one webhook's event means given what is open and
+    /// queued, applies that to the index (recording how to undo it) and
+    /// adds what must be written to `change`.
+    fn decide_accept(
+        &mut self,
+        settings: &Settings,
+        input: AcceptInput,
+        change: &mut Change,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Accepted, AcceptError> {
+        let now = now_ms();
+        let now_u = u64::try_from(now).unwrap_or(0);
+        if let Some(claim) = input.claim
+            && self.seen.contains(claim, now_u)
+        {
+            return Ok(Accepted::Duplicate);
+        }
+        let key = self.intern(&input.routing_key);
+        let k = self.alert_id(&key, &input.dedup);
+        let full = self.queued.len() >= settings.capacity;
+        let mut superseded = 0;
+        let send = match input.disposition {
+            Disposition::Trigger(class) => {
+                if full {
+                    return Err(AcceptError::Full);
+                }
+                // The id this trigger gets below: its row's id.
+                let row = self.next_id;
+                let changed = match self.open.get(&k).copied() {
+                    Some(open) => {
+                        // A failure outranks lateness: RUNNING must not resolve a failed run.
+                        let class = if open.class == AlertClass::Lateness || class != AlertClass::Lateness {
+                            class
+                        } else {
+                            open.class
+                        };
+                        // A repeated trigger of an open alert leaves its row alone.
+                        (class != open.class || open.row_dead).then(|| {
+                            change.open_delete.push(open.row);
+                            Open {
+                                class,
+                                row,
+                                row_dead: false,
+                                ..open
+                            }
+                        })
+                    }
+                    None => Some(Open {
+                        class,
+                        delivered: false,
+                        row,
+                        row_dead: false,
+                    }),
+                };
+                if let Some(open) = changed {
+                    self.set_open(k, Some(open), undo);
+                    change.open_put.push(open_row(&key, &input.dedup, open));
+                }
+                superseded += self.hold_queued_triggers(&k, change, undo);
+                true
+            }
+            Disposition::Resolve(scope) => match self.open.get(&k).copied() {
+                Some(open) if scope.closes(open.class) => {
+                    let sent_before = open.delivered || self.trigger_in_flight(&k);
+                    if full && sent_before {
+                        return Err(AcceptError::Full);
+                    }
+                    self.set_open(k, None, undo);
+                    change.open_delete.push(open.row);
+                    superseded += self.hold_queued_triggers(&k, change, undo);
+                    if !sent_before {
+                        // PagerDuty never saw a trigger for it: nothing to resolve.
+                        superseded += 1;
+                    }
+                    sent_before
+                }
+                _ => {
+                    return Ok(Accepted::Ignored {
+                        reason: "no open alert for this dedup key through this action's routing key",
+                    });
+                }
+            },
+            Disposition::Acknowledge => {
+                if !self.open.contains_key(&k) {
+                    return Ok(Accepted::Ignored {
+                        reason: "no open alert to acknowledge",
+                    });
+                }
+                if full {
+                    return Err(AcceptError::Full);
+                }
+                true
+            }
+        };
+        if superseded > 0 {
+            change.counters.superseded += superseded;
+            self.counters.superseded += superseded;
+            undo.push(Undo::Superseded(superseded));
+            tracing::info!(dedup_key = %crate::logging::escape(&input.dedup), superseded,
+                "queued trigger made moot before it was sent");
+        }
+        if let Some(claim) = input.claim {
+            self.seen.insert(claim, now_u);
+            change.seen_put.push((now_u, claim));
+            undo.push(Undo::Claim(claim));
+        }
+        if !send {
+            return Ok(Accepted::Superseded);
+        }
+        let id = self.next_id;
+        undo.push(Undo::NextId(id));
+        self.next_id += 1;
+        let len = input.encoded.get().len();
+        let wire = (self.wire_bytes + len <= WIRE_CACHE_BYTES)
+            .then(|| bytes::Bytes::copy_from_slice(input.encoded.get().as_bytes()));
+        let class = match input.disposition {
+            Disposition::Trigger(c) => Some(c),
+            _ => None,
+        };
+        let action_name = self.intern(&input.action);
+        self.insert(
+            id,
+            Entry {
+                alert: k,
+                key,
+                dedup_key: input.dedup,
+                action: input.event_action,
+                action_name,
+                wire,
+                committed: false,
+                held: false,
+                in_flight: false,
+                due: Instant::now(),
+            },
+        );
+        undo.push(Undo::Inserted(id));
+        change.put.push(Record {
+            id,
+            action: input.action,
+            event: input.encoded,
+            class,
+            accepted_ms: now,
+            attempts: 0,
+            next_attempt_ms: now,
+            last_status: None,
+            last_error: None,
+            dead_ms: None,
+        });
+        Ok(Accepted::Queued { id })
+    }
+
+    /// Decides how a dead letter goes back in the queue, as a new event
+    /// sent now; `None` when its stored event has no dedup key.
+    fn decide_requeue(
+        &mut self,
+        mut record: Record,
+        change: &mut Change,
+        undo: &mut Vec<Undo>,
+    ) -> Option<u64> {
+        let head = record.head().ok()?;
+        let dedup: Arc<str> = Arc::from(head.dedup_key?.as_str());
+        let new_id = self.next_id;
+        undo.push(Undo::NextId(new_id));
+        self.next_id += 1;
+        let key = self.intern(head.routing_key.expose());
+        let k = self.alert_id(&key, &dedup);
+        if let (EventAction::Trigger, Some(class)) = (head.event_action, record.class) {
+            let open = Open {
+                class,
+                delivered: false,
+                row: new_id,
+                row_dead: false,
+            };
+            if let Some(old) = self.open.get(&k) {
+                change.open_delete.push(old.row);
+            }
+            self.set_open(k, Some(open), undo);
+            change.open_put.push(open_row(&key, &dedup, open));
+        }
+        let action_name = self.intern(&record.action);
+        self.insert(
+            new_id,
+            Entry {
+                alert: k,
+                key,
+                dedup_key: dedup,
+                action: head.event_action,
+                action_name,
+                wire: None,
+                committed: false,
+                held: false,
+                in_flight: false,
+                due: Instant::now(),
+            },
+        );
+        undo.push(Undo::Inserted(new_id));
+        change.dead_delete.push(record.id);
+        record.requeue(new_id);
+        change.put.push(record);
+        Some(new_id)
+    }
+
+    /// The commit of a decision succeeded: its new entries may be sent,
+    /// what it superseded is gone.
+    fn commit(&mut self, undo: &[Undo]) {
+        for step in undo {
+            match step {
+                Undo::Inserted(id) => {
+                    if let Some(e) = self.queued.get_mut(id) {
+                        e.committed = true;
+                    }
+                }
+                Undo::Held(id) => {
+                    self.remove(*id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The commit of a decision failed: put the index back as it was.
+    fn undo(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Inserted(id) => {
+                    self.remove(id);
+                }
+                Undo::Held(id) => {
+                    if let Some(e) = self.queued.get_mut(&id) {
+                        e.held = false;
+                    }
+                }
+                Undo::Open(k, before, was_in_flight) => match before {
+                    Some(mut open) => {
+                        // A trigger that was in flight may have reached
+                        // PagerDuty since: count it as seen (an extra
+                        // resolve is harmless, a missing one is not).
+                        open.delivered |= was_in_flight || self.open.get(&k).is_some_and(|o| o.delivered);
+                        self.open.insert(k, open);
+                    }
+                    None => {
+                        self.open.remove(&k);
+                    }
+                },
+                Undo::NextId(id) => self.next_id = id,
+                Undo::Superseded(n) => self.counters.superseded -= n,
+                Undo::Claim(c) => self.seen.remove(c),
+            }
+        }
     }
 }
 
@@ -221,12 +538,37 @@ impl Default for Settings {
     }
 }
 
+/// What the writer thread and the request side share.
 #[derive(Debug)]
-struct Inner {
+struct Shared {
     store: Store,
     index: Mutex<Index>,
     wake: Notify,
     settings: Settings,
+    /// Why the spool cannot commit right now; `None` when it can.
+    unready: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    writer: std::sync::mpsc::Sender<writer::Job>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Index> {
+        // Every critical section leaves the index consistent before it can
+        // panic (no user code runs under the lock), so poisoning is ignored.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The spool; cheap to clone.
@@ -248,6 +590,10 @@ pub struct Stats {
     pub dead_letters: usize,
     /// Routing keys paused after a 429.
     pub paused_keys: usize,
+    /// Rows that no longer decoded, kept aside (see `spool check`).
+    pub quarantined: usize,
+    /// Why the spool cannot commit now (`null` while it can).
+    pub unavailable: Option<String>,
     /// Lifetime counters.
     #[serde(flatten)]
     pub counters: Counters,
@@ -327,23 +673,56 @@ fn open_row(key: &str, dedup: &str, open: Open) -> (u64, OpenRow) {
 // === impl Spool ===
 
 impl Spool {
-    /// Opens the spool file and rebuilds the in-memory index from it.
+    /// Opens the spool file, rebuilds the in-memory index from it and
+    /// starts its writer thread. Rows that no longer decode are moved to the
+    /// quarantine and logged, once.
     ///
     /// # Errors
     /// When the file is in use by another bridge, or cannot be read.
     pub fn open(path: &Path, settings: Settings) -> Result<Self, Error> {
+        Self::open_with(path, settings, crate::dedup::Limits::default())
+    }
+
+    /// As [`Spool::open`], remembering Prefect event ids within `seen`.
+    ///
+    /// # Errors
+    /// As [`Spool::open`].
+    pub fn open_with(path: &Path, settings: Settings, seen: crate::dedup::Limits) -> Result<Self, Error> {
         let store = Store::open(path)?;
         let snap = store.snapshot()?;
+        if !snap.damaged.is_empty() {
+            for d in &snap.damaged {
+                tracing::error!(table = %d.table, key = %crate::logging::escape(&d.key),
+                    error = %crate::logging::escape(&d.error), spool = %path.display(),
+                    "a spool row does not decode; it is kept in the quarantine (see `spool check`, `spool drop`)");
+            }
+            store.quarantine(&snap.damaged)?;
+        }
+        let quarantined = store.quarantined_count()?;
+        if quarantined > 0 && snap.damaged.is_empty() {
+            tracing::warn!(
+                quarantined,
+                "the spool holds quarantined rows from an earlier start (see `spool check`)"
+            );
+        }
+        let now_u = u64::try_from(now_ms()).unwrap_or(0);
+        let mut claims = store.claims(now_u.saturating_sub(seen.ttl_ms()), seen.capacity())?;
+        claims.reverse();
         let mut index = Index {
             next_id: snap.next_id,
             counters: snap.counters,
+            seen: Seen::new(seen),
             ..Index::default()
         };
+        for (at, claim) in claims {
+            index.seen.insert(claim, at);
+        }
         let now = Instant::now();
         let wall = now_ms();
         for r in snap.events {
             let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
-            let head = r.head()?;
+            // `snapshot` returns only records whose head decodes.
+            let Ok(head) = r.head() else { continue };
             let Some(dedup) = head.dedup_key else {
                 continue;
             };
@@ -359,8 +738,9 @@ impl Spool {
                     action_name,
                     wire: None,
                     committed: true,
+                    held: false,
                     in_flight: false,
-                    due: now + wait,
+                    due: now.checked_add(wait).unwrap_or(now),
                 },
             );
         }
@@ -388,8 +768,7 @@ impl Spool {
         if !stale.is_empty() {
             store.commit_here(Change {
                 open_delete: stale,
-                durable: true,
-                ..Change::default()
+                ..Change::durable()
             })?;
         }
         if !index.queued.is_empty() {
@@ -399,207 +778,90 @@ impl Spool {
                 "resuming undelivered events from the spool"
             );
         }
+        let shared = Arc::new(Shared {
+            store,
+            index: Mutex::new(index),
+            wake: Notify::new(),
+            settings,
+            unready: Mutex::new(None),
+        });
+        let writer = writer::start(shared.clone())?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                store,
-                index: Mutex::new(index),
-                wake: Notify::new(),
-                settings,
-            }),
+            inner: Arc::new(Inner { shared, writer }),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Index> {
-        // Every critical section leaves the index consistent before it can
-        // panic (no user code runs under the lock), so poisoning is ignored.
-        self.inner.index.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock()
+    }
+
+    /// Hands a job to the writer thread and waits for its answer. The job's
+    /// outcome is applied by the writer whether or not anyone still waits.
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> writer::Job) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.writer.send(job(tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Queues a change without waiting for it (delivery bookkeeping: a
+    /// crash before it is on disk only causes a resend).
+    fn submit(&self, change: Change) {
+        let _ = self.inner.writer.send(writer::Job::Write { change, reply: None });
+    }
+
+    /// Why the spool cannot take events now; `None` when it can.
+    pub fn unready(&self) -> Option<String> {
+        if let Some(reason) = self
+            .inner
+            .unready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Some(reason);
+        }
+        (self.lock().queued.len() >= self.inner.settings.capacity).then(|| AcceptError::Full.to_string())
     }
 
     /// Records the decision for one translated event and commits it to disk.
+    /// `event_id` is the Prefect event id: a repeat of it within
+    /// `--dedup-ttl` is a [`Accepted::Duplicate`], answered only once the
+    /// original is on disk.
     ///
     /// # Errors
     /// When the spool is full or the commit fails; the webhook then gets 503
     /// and Prefect's log shows the failure.
-    pub async fn accept(&self, action: &str, t: &Translation) -> Result<Accepted, AcceptError> {
-        let dedup: Arc<str> = Arc::from(t.dedup_key.as_str());
-        // Encoded once, outside the lock: stored and sent as these bytes.
+    pub async fn accept(
+        &self,
+        action: &str,
+        t: &Translation,
+        event_id: Option<&str>,
+    ) -> Result<Accepted, AcceptError> {
+        // Encoded once, here: stored and sent as these bytes.
         let encoded = Record::encode_event(&t.event)?;
-        let mut change = Change {
-            durable: true,
-            ..Change::default()
+        let input = AcceptInput {
+            action: action.to_owned(),
+            routing_key: t.event.routing_key.expose().to_owned(),
+            dedup: Arc::from(t.dedup_key.as_str()),
+            event_action: t.event.event_action,
+            disposition: t.disposition,
+            encoded,
+            claim: event_id.map(|id| crate::dedup::digest(action, id)),
         };
-        let outcome;
-        let mut new_id = None;
-        {
-            let mut idx = self.lock();
-            let key = idx.intern(t.event.routing_key.expose());
-            let k = idx.alert_id(&key, &dedup);
-            let full = idx.queued.len() >= self.inner.settings.capacity;
-            let send = match t.disposition {
-                Disposition::Trigger(class) => {
-                    if full {
-                        return Err(AcceptError::Full);
-                    }
-                    // The id this trigger gets below (same lock): its row's id.
-                    let row = idx.next_id;
-                    let changed = match idx.open.get_mut(&k) {
-                        Some(open) => {
-                            // A failure outranks lateness: RUNNING must not resolve a failed run.
-                            let class = if open.class == AlertClass::Lateness || class != AlertClass::Lateness
-                            {
-                                class
-                            } else {
-                                open.class
-                            };
-                            // A repeated trigger of an open alert leaves its row alone.
-                            (class != open.class || open.row_dead).then(|| {
-                                change.open_delete.push(open.row);
-                                *open = Open {
-                                    class,
-                                    row,
-                                    row_dead: false,
-                                    ..*open
-                                };
-                                *open
-                            })
-                        }
-                        None => {
-                            let open = Open {
-                                class,
-                                delivered: false,
-                                row,
-                                row_dead: false,
-                            };
-                            idx.open.insert(k, open);
-                            Some(open)
-                        }
-                    };
-                    if let Some(open) = changed {
-                        change.open_put.push(open_row(&key, &dedup, open));
-                    }
-                    for id in idx.queued_triggers(&k) {
-                        idx.remove(id);
-                        change.delete.push(id);
-                        change.counters.superseded += 1;
-                    }
-                    true
-                }
-                Disposition::Resolve(scope) => match idx.open.get(&k).copied() {
-                    Some(open) if scope.closes(open.class) => {
-                        if full && (open.delivered || idx.trigger_in_flight(&k)) {
-                            return Err(AcceptError::Full);
-                        }
-                        idx.open.remove(&k);
-                        change.open_delete.push(open.row);
-                        for id in idx.queued_triggers(&k) {
-                            idx.remove(id);
-                            change.delete.push(id);
-                            change.counters.superseded += 1;
-                        }
-                        if open.delivered || idx.trigger_in_flight(&k) {
-                            true
-                        } else {
-                            // PagerDuty never saw a trigger for it: nothing to resolve.
-                            change.counters.superseded += 1;
-                            false
-                        }
-                    }
-                    _ => {
-                        return Ok(Accepted::Ignored {
-                            reason: "no open alert for this dedup key through this action's routing key",
-                        });
-                    }
-                },
-                Disposition::Acknowledge => {
-                    if !idx.open.contains_key(&k) {
-                        return Ok(Accepted::Ignored {
-                            reason: "no open alert to acknowledge",
-                        });
-                    }
-                    true
-                }
-            };
-            if send {
-                if full {
-                    return Err(AcceptError::Full);
-                }
-                let id = idx.next_id;
-                idx.next_id += 1;
-                let accepted_ms = now_ms();
-                let len = encoded.get().len();
-                let wire = (idx.wire_bytes + len <= WIRE_CACHE_BYTES)
-                    .then(|| bytes::Bytes::copy_from_slice(encoded.get().as_bytes()));
-                let class = match t.disposition {
-                    Disposition::Trigger(c) => Some(c),
-                    _ => None,
-                };
-                let action_name = idx.intern(action);
-                idx.insert(
-                    id,
-                    Entry {
-                        alert: k,
-                        key: key.clone(),
-                        dedup_key: dedup.clone(),
-                        action: t.event.event_action,
-                        action_name,
-                        wire,
-                        committed: false,
-                        in_flight: false,
-                        due: Instant::now(),
-                    },
-                );
-                change.put.push(Record {
-                    id,
-                    action: action.to_owned(),
-                    event: encoded,
-                    class,
-                    accepted_ms,
-                    attempts: 0,
-                    next_attempt_ms: accepted_ms,
-                    last_status: None,
-                    last_error: None,
-                    dead_ms: None,
-                });
-                new_id = Some(id);
-                outcome = Accepted::Queued { id };
-            } else {
-                outcome = Accepted::Superseded;
-            }
-            idx.counters.superseded += change.counters.superseded;
-        }
-        if change.counters.superseded > 0 {
-            tracing::info!(dedup_key = %dedup, superseded = change.counters.superseded,
-                "queued trigger made moot before it was sent");
-        }
-        match self.inner.store.commit(change).await {
-            Ok(()) => {
-                if let Some(id) = new_id {
-                    let mut idx = self.lock();
-                    if let Some(e) = idx.queued.get_mut(&id) {
-                        e.committed = true;
-                    }
-                    // With every send slot taken there is nothing to start:
-                    // the dispatcher looks again as each send finishes.
-                    let idle = idx.in_flight < self.inner.settings.max_in_flight;
-                    drop(idx);
-                    if idle {
-                        self.inner.wake.notify_one();
-                    }
-                }
-                Ok(outcome)
-            }
-            Err(e) => {
-                if let Some(id) = new_id {
-                    self.lock().remove(id);
-                }
-                Err(AcceptError::Storage(e))
-            }
-        }
+        self.ask(|reply| writer::Job::Accept { input, reply }).await?
     }
 
     /// Current figures.
     pub fn stats(&self) -> Stats {
-        let dead = self.inner.store.dead_count().unwrap_or(0);
+        let store = &self.inner.store;
+        let dead = store.dead_count().unwrap_or(0);
+        let quarantined = store.quarantined_count().unwrap_or(0);
+        let unavailable = self
+            .inner
+            .unready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let idx = self.lock();
         let now = Instant::now();
         Stats {
@@ -608,6 +870,8 @@ impl Spool {
             open_alerts: idx.open.len(),
             dead_letters: dead,
             paused_keys: idx.paused.values().filter(|t| **t > now).count(),
+            quarantined,
+            unavailable,
             counters: idx.counters,
         }
     }
@@ -632,69 +896,10 @@ impl Spool {
     /// # Errors
     /// Storage errors.
     pub async fn retry_dead_letter(&self, id: u64) -> Result<Option<u64>, Error> {
-        let Some(mut record) = self.inner.store.dead_letter(id)? else {
+        let Some(record) = self.inner.store.dead_letter(id)? else {
             return Ok(None);
         };
-        let head = record.head()?;
-        let mut change = Change {
-            durable: true,
-            ..Change::default()
-        };
-        let new_id;
-        {
-            let mut idx = self.lock();
-            new_id = idx.next_id;
-            idx.next_id += 1;
-            let Some(dedup) = head.dedup_key.clone() else {
-                return Ok(None);
-            };
-            let key = idx.intern(head.routing_key.expose());
-            let dedup: Arc<str> = Arc::from(dedup.as_str());
-            let k = idx.alert_id(&key, &dedup);
-            if let (EventAction::Trigger, Some(class)) = (head.event_action, record.class) {
-                let open = Open {
-                    class,
-                    delivered: false,
-                    row: new_id,
-                    row_dead: false,
-                };
-                if let Some(old) = idx.open.insert(k, open) {
-                    change.open_delete.push(old.row);
-                }
-                change.open_put.push(open_row(&key, &dedup, open));
-            }
-            let action_name = idx.intern(&record.action);
-            idx.insert(
-                new_id,
-                Entry {
-                    alert: k,
-                    key,
-                    dedup_key: dedup,
-                    action: head.event_action,
-                    action_name,
-                    wire: None,
-                    committed: false,
-                    in_flight: false,
-                    due: Instant::now(),
-                },
-            );
-        }
-        change.dead_delete.push(id);
-        record.requeue(new_id);
-        change.put.push(record);
-        match self.inner.store.commit(change).await {
-            Ok(()) => {
-                if let Some(e) = self.lock().queued.get_mut(&new_id) {
-                    e.committed = true;
-                }
-                self.inner.wake.notify_one();
-                Ok(Some(new_id))
-            }
-            Err(e) => {
-                self.lock().remove(new_id);
-                Err(e)
-            }
-        }
+        self.ask(|reply| writer::Job::Requeue { record, reply }).await?
     }
 
     /// Actions created over the API, from the spool file.
@@ -705,20 +910,34 @@ impl Spool {
         self.inner.store.actions()
     }
 
+    /// Commits `change` durably through the writer.
+    async fn write(&self, change: Change) -> Result<(), Error> {
+        self.ask(|reply| writer::Job::Write {
+            change,
+            reply: Some(reply),
+        })
+        .await?
+    }
+
+    /// Makes every commit so far durable (at shutdown).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.write(Change::durable()).await
+    }
+
     /// Stores (`Some`) or forgets (`None`) an API-created action.
     ///
     /// # Errors
     /// Storage errors.
     pub async fn save_action(&self, name: &str, action: Option<store::StoredAction>) -> Result<(), Error> {
-        let mut change = Change {
-            durable: true,
-            ..Change::default()
-        };
+        let mut change = Change::durable();
         match action {
             Some(a) => change.action_put.push(a),
             None => change.action_delete.push(name.to_owned()),
         }
-        self.inner.store.commit(change).await
+        self.write(change).await
     }
 
     /// Deletes one dead letter; returns whether it existed.
@@ -729,14 +948,11 @@ impl Spool {
         if self.inner.store.dead_letter(id)?.is_none() {
             return Ok(false);
         }
-        self.inner
-            .store
-            .commit(Change {
-                dead_delete: vec![id],
-                durable: true,
-                ..Change::default()
-            })
-            .await?;
+        self.write(Change {
+            dead_delete: vec![id],
+            ..Change::durable()
+        })
+        .await?;
         Ok(true)
     }
 }
@@ -750,6 +966,18 @@ pub enum AcceptError {
     /// The commit failed.
     #[error(transparent)]
     Storage(#[from] Error),
+}
+
+/// What `spool check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Nothing undecodable and nothing quarantined.
+    pub ok: bool,
+    /// Rows still in their tables that do not decode (a running bridge
+    /// moves them to the quarantine at its next start).
+    pub undecodable: Vec<Quarantined>,
+    /// Rows in the quarantine; `spool drop quarantine:ID` deletes one.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// Offline access to a spool file for the `spool` subcommand (the bridge
@@ -768,6 +996,30 @@ pub mod offline {
         Store::open(path)
     }
 
+    /// What `spool check` reports: rows that do not decode (still in their
+    /// tables, or already quarantined). Reads only.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn check(store: &Store) -> Result<Check, Error> {
+        let snap = store.snapshot()?;
+        Ok(Check {
+            ok: snap.damaged.is_empty() && store.quarantined_count()? == 0,
+            undecodable: snap
+                .damaged
+                .into_iter()
+                .map(|d| store::Quarantined {
+                    id: 0,
+                    bytes: d.raw.len(),
+                    table: d.table,
+                    key: d.key,
+                    error: d.error,
+                })
+                .collect(),
+            quarantined: store.quarantined()?,
+        })
+    }
+
     /// Figures from the file.
     ///
     /// # Errors
@@ -780,6 +1032,8 @@ pub mod offline {
             open_alerts: snap.open.len(),
             dead_letters: store.dead_count()?,
             paused_keys: 0,
+            quarantined: store.quarantined_count()? + snap.damaged.len(),
+            unavailable: None,
             counters: snap.counters,
         })
     }
@@ -820,7 +1074,7 @@ pub mod offline {
         let new_id = snap.next_id;
         record.requeue(new_id);
         change.put.push(record);
-        store.commit_blocking(change)?;
+        store.commit_here(change)?;
         Ok(Some(new_id))
     }
 
@@ -835,10 +1089,9 @@ pub mod offline {
         };
         let n = ids.len();
         if n > 0 {
-            store.commit_blocking(Change {
+            store.commit_here(Change {
                 dead_delete: ids,
-                durable: true,
-                ..Change::default()
+                ..Change::durable()
             })?;
         }
         Ok(n)

@@ -1,20 +1,21 @@
-//! The on-disk spool: one redb file, and the one thread that writes it.
+//! The on-disk spool: one redb file.
 //!
 //! Tables: `events` (accepted, undelivered), `dead` (dead letters),
 //! `open_alerts` (alerts with an open trigger, so resolves survive restarts),
-//! `actions` (created over the API) and `meta` (counters). Every change goes through the writer thread, which takes all
-//! changes waiting and commits them in one transaction: concurrent webhooks
-//! share one fsync (group commit). A change that accepts an event is
-//! committed with `Durability::Immediate` (fsync'd before its webhook is
-//! answered); acks and retry bookkeeping ride along or use `Durability::None`
-//! (a crash then only causes a resend, never a loss).
+//! `actions` (created over the API), `seen` (idempotency claims, so a repeat
+//! after a restart is still a repeat), `quarantine` (rows that no longer
+//! decode, kept for inspection) and `meta` (counters).
+//!
+//! This module only reads and writes; the spool's writer thread
+//! ([`super::writer`]) decides what to write and batches it (group commit).
+//! After a failed write redb refuses further writes until the file is opened
+//! again, so the handle can be [`Store::reopen`]ed in place.
 
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use serde_json::value::RawValue;
 
@@ -32,9 +33,13 @@ const OPEN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("open_alerts"
 const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
+/// Idempotency claims, keyed by (unix ms claimed, digest of action and
+/// Prefect event id): time first, so expired claims are one range.
+const SEEN: TableDefinition<'_, (u64, u128), ()> = TableDefinition::new("seen");
+/// Rows that did not decode, moved out of their table so that nothing else
+/// trips on them, keyed by a sequence of their own.
+const QUARANTINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("quarantine");
 
-/// Most changes committed in one transaction.
-const MAX_BATCH: usize = 4096;
 /// redb page cache; the spool is small and hot, and RSS matters more.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -169,7 +174,7 @@ pub struct Counters {
 }
 
 /// One transaction's worth of changes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Change {
     /// Records to write to `events`.
     pub put: Vec<Record>,
@@ -189,12 +194,25 @@ pub struct Change {
     pub action_put: Vec<StoredAction>,
     /// Actions to drop, by name.
     pub action_delete: Vec<String>,
+    /// Idempotency claims to store: (unix ms, digest).
+    pub seen_put: Vec<(u64, u128)>,
+    /// Drop every claim made before this unix ms.
+    pub seen_expire_before: Option<u64>,
     /// Whether this change must be on disk before it is acknowledged.
     pub durable: bool,
 }
 
 impl Change {
-    fn is_empty(&self) -> bool {
+    /// A change that must be on disk before it is acknowledged.
+    pub fn durable() -> Self {
+        Self {
+            durable: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
         self.put.is_empty()
             && self.delete.is_empty()
             && self.dead_put.is_empty()
@@ -204,6 +222,8 @@ impl Change {
             && self.counters == Counters::default()
             && self.action_put.is_empty()
             && self.action_delete.is_empty()
+            && self.seen_put.is_empty()
+            && self.seen_expire_before.is_none()
     }
 }
 
@@ -219,7 +239,7 @@ pub struct StoredAction {
 }
 
 /// A spool failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Another process has the file open.
     #[error(
@@ -229,9 +249,24 @@ pub enum Error {
     /// redb failed.
     #[error("spool storage error: {0}")]
     Storage(String),
+    /// The file cannot be opened at all: its structure is damaged.
+    #[error(
+        "the spool file {path} is damaged and cannot be opened ({detail}). Stop the bridge, move the file \
+         aside (mv {path} {path}.damaged) and start again: a new, empty spool is created. Events and open \
+         alerts in the damaged file are not carried over; keep it for inspection or restore a backup"
+    )]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What redb said.
+        detail: String,
+    },
     /// A stored record does not decode.
     #[error("spool record {0} is corrupt: {1}")]
     Corrupt(u64, String),
+    /// The file is not open (a write failed and it could not be opened again yet).
+    #[error("the spool cannot be written: {0}")]
+    Unavailable(String),
     /// The writer thread is gone (shutdown).
     #[error("the spool is closed")]
     Closed,
@@ -241,16 +276,41 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
-struct Job {
-    change: Change,
-    reply: Option<oneshot::Sender<Result<(), String>>>,
+/// A row that did not decode, with where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Damaged {
+    /// Its table.
+    pub table: String,
+    /// Its key in that table.
+    pub key: String,
+    /// Why it did not decode.
+    pub error: String,
+    /// The bytes as stored.
+    #[serde(default)]
+    pub raw: Vec<u8>,
 }
 
-/// The spool file, with its writer thread.
+/// A quarantined row as shown outside (without its bytes).
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    /// Its id in the quarantine (for `spool drop`).
+    pub id: u64,
+    /// The table it was in.
+    pub table: String,
+    /// Its key there.
+    pub key: String,
+    /// Why it did not decode.
+    pub error: String,
+    /// How many bytes it holds.
+    pub bytes: usize,
+}
+
+/// The spool file.
 #[derive(Debug)]
 pub struct Store {
-    db: std::sync::Arc<Database>,
-    writer: mpsc::Sender<Job>,
+    path: PathBuf,
+    /// `None` after a failed write, until [`Store::reopen`] succeeds.
+    db: RwLock<Option<Arc<Database>>>,
 }
 
 /// Everything in the spool, read at start.
@@ -264,20 +324,40 @@ pub struct Snapshot {
     pub next_id: u64,
     /// Counters.
     pub counters: Counters,
+    /// Rows of `events`, `open_alerts`, `dead` and `actions` that do not decode.
+    pub damaged: Vec<Damaged>,
 }
 
-impl Store {
-    /// Opens (or creates, mode 0600) the spool file and starts its writer.
-    ///
-    /// # Errors
-    /// [`Error::InUse`] when another process holds it; storage errors.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        create_private(path)?;
+/// Runs a redb call that may panic on a damaged file; a panic becomes
+/// [`Error::Damaged`] naming the file and what to do.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the storage engine panicked".to_owned());
+            Err(Error::Damaged {
+                path: path.display().to_string(),
+                detail: crate::logging::escape(&detail).into_owned(),
+            })
+        }
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, Error> {
+    guarded(path, || {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse(path.display().to_string()),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => Error::Damaged {
+                    path: path.display().to_string(),
+                    detail,
+                },
                 other => storage(other),
             })?;
         let txn = db.begin_write().map_err(storage)?;
@@ -287,61 +367,273 @@ impl Store {
             txn.open_table(OPEN).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(ACTIONS).map_err(storage)?;
+            txn.open_table(SEEN).map_err(storage)?;
+            txn.open_table(QUARANTINE).map_err(storage)?;
         }
         migrate_open_by_digest(&txn)?;
         txn.commit().map_err(storage)?;
-        let db = std::sync::Arc::new(db);
-        let (tx, rx) = mpsc::channel::<Job>();
-        let writer_db = db.clone();
-        std::thread::Builder::new()
-            .name("spool-writer".to_owned())
-            .spawn(move || write_loop(&writer_db, &rx))
-            .map_err(storage)?;
-        Ok(Self { db, writer: tx })
-    }
+        Ok(db)
+    })
+}
 
-    /// Reads everything needed to resume.
+impl Store {
+    /// Opens (or creates, mode 0600) the spool file.
     ///
     /// # Errors
-    /// Storage errors, or a record that does not decode.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let mut snap = Snapshot {
-            events: all_records(&txn, EVENTS)?,
-            ..Snapshot::default()
-        };
-        let open = txn.open_table(OPEN).map_err(storage)?;
-        for row in open.iter().map_err(storage)? {
-            let (k, v) = row.map_err(storage)?;
-            if let Ok(o) = serde_json::from_slice::<OpenRow>(v.value()) {
-                snap.open.push((k.value(), o));
-            }
-        }
-        let meta = txn.open_table(META).map_err(storage)?;
-        let get = |k: &str| meta.get(k).ok().flatten().map(|v| v.value()).unwrap_or(0);
-        snap.counters = Counters {
-            delivered: get("delivered"),
-            superseded: get("superseded"),
-            dead_lettered: get("dead_lettered"),
-        };
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
-        let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
-        let last_open = snap.open.last().map(|(id, _)| *id).unwrap_or(0);
-        snap.next_id = get("next_id")
-            .max(last_event + 1)
-            .max(last_dead + 1)
-            .max(last_open + 1)
-            .max(1);
-        Ok(snap)
+    /// [`Error::InUse`] when another process holds it; [`Error::Damaged`]
+    /// when it cannot be read at all; storage errors.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        create_private(path)?;
+        let db = open_database(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(db))),
+        })
     }
 
-    /// Every dead letter, oldest first.
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self) -> Result<Arc<Database>, Error> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                Error::Unavailable("the spool file is being opened again after a write failed".into())
+            })
+    }
+
+    /// Whether the file is open for writing.
+    pub fn is_open(&self) -> bool {
+        self.db.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Closes the file after a failed write: redb refuses every write after
+    /// one fails, until the file is opened again.
+    pub fn close(&self) {
+        self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// Opens the file again (after [`Store::close`]); redb repairs it if the
+    /// failed write left it unclean.
+    ///
+    /// # Errors
+    /// When it still cannot be opened (the disk is still full, say).
+    pub fn reopen(&self) -> Result<(), Error> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(());
+        }
+        *slot = Some(Arc::new(open_database(&self.path)?));
+        Ok(())
+    }
+
+    /// Reads everything needed to resume. Rows that do not decode are
+    /// listed in [`Snapshot::damaged`], not returned.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            let mut snap = Snapshot::default();
+            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged)?;
+            let open = txn.open_table(OPEN).map_err(storage)?;
+            for row in open.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                match serde_json::from_slice::<OpenRow>(v.value()) {
+                    Ok(o) => snap.open.push((k.value(), o)),
+                    Err(e) => snap
+                        .damaged
+                        .push(damaged("open_alerts", k.value(), &e, v.value())),
+                }
+            }
+            let meta = txn.open_table(META).map_err(storage)?;
+            let get = |k: &str| meta.get(k).ok().flatten().map(|v| v.value()).unwrap_or(0);
+            snap.counters = Counters {
+                delivered: get("delivered"),
+                superseded: get("superseded"),
+                dead_lettered: get("dead_lettered"),
+            };
+            let dead = txn.open_table(DEAD).map_err(storage)?;
+            for row in dead.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                if let Err(e) = serde_json::from_slice::<Record>(v.value()) {
+                    snap.damaged.push(damaged("dead", k.value(), &e, v.value()));
+                }
+            }
+            let actions = txn.open_table(ACTIONS).map_err(storage)?;
+            for row in actions.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                if let Err(e) = serde_json::from_slice::<StoredAction>(v.value()) {
+                    snap.damaged.push(damaged("actions", k.value(), &e, v.value()));
+                }
+            }
+            let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
+            let last_open = snap.open.last().map(|(id, _)| *id).unwrap_or(0);
+            snap.next_id = get("next_id")
+                .max(last_event + 1)
+                .max(last_dead + 1)
+                .max(last_open + 1)
+                .max(1);
+            Ok(snap)
+        })
+    }
+
+    /// Moves damaged rows into the quarantine, durably.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn quarantine(&self, rows: &[Damaged]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut q = txn.open_table(QUARANTINE).map_err(storage)?;
+                let first = q
+                    .last()
+                    .map_err(storage)?
+                    .map(|(k, _)| k.value() + 1)
+                    .unwrap_or(1);
+                for (next, d) in (first..).zip(rows) {
+                    let bytes = serde_json::to_vec(d).map_err(storage)?;
+                    q.insert(next, bytes.as_slice()).map_err(storage)?;
+                    match d.table.as_str() {
+                        "actions" => {
+                            txn.open_table(ACTIONS)
+                                .map_err(storage)?
+                                .remove(d.key.as_str())
+                                .map_err(storage)?;
+                        }
+                        table => {
+                            let def = match table {
+                                "events" => EVENTS,
+                                "dead" => DEAD,
+                                _ => OPEN,
+                            };
+                            if let Ok(id) = d.key.parse::<u64>() {
+                                txn.open_table(def)
+                                    .map_err(storage)?
+                                    .remove(id)
+                                    .map_err(storage)?;
+                            }
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(storage)
+        })
+    }
+
+    /// Quarantined rows, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let q = txn.open_table(QUARANTINE).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in q.iter().map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            let d: Damaged = serde_json::from_slice(v.value()).unwrap_or_else(|e| Damaged {
+                table: "?".into(),
+                key: "?".into(),
+                error: format!("the quarantine row itself does not decode: {e}"),
+                raw: v.value().to_vec(),
+            });
+            out.push(Quarantined {
+                id: k.value(),
+                table: d.table,
+                key: d.key,
+                error: d.error,
+                bytes: d.raw.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many rows are quarantined, without reading them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn quarantined_count(&self) -> Result<usize, Error> {
+        self.count(QUARANTINE)
+    }
+
+    /// Deletes one record by id: an undelivered event, a dead letter, or a
+    /// quarantined row (`quarantine:ID`). Returns the table it was in.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn drop_record(&self, id: &str) -> Result<Option<&'static str>, Error> {
+        let db = self.db()?;
+        let txn = db.begin_write().map_err(storage)?;
+        let found = {
+            if let Some(q) = id.strip_prefix("quarantine:") {
+                let n: u64 = q
+                    .parse()
+                    .map_err(|_| storage(format!("{id:?} is not quarantine:<number>")))?;
+                let mut t = txn.open_table(QUARANTINE).map_err(storage)?;
+                t.remove(n).map_err(storage)?.map(|_| "quarantine")
+            } else {
+                let n: u64 = id.parse().map_err(|_| {
+                    storage(format!(
+                        "{id:?} is not a record id (a number, or quarantine:<number>)"
+                    ))
+                })?;
+                let mut found = None;
+                for (name, def) in [("events", EVENTS), ("dead", DEAD)] {
+                    let mut t = txn.open_table(def).map_err(storage)?;
+                    if t.remove(n).map_err(storage)?.is_some() {
+                        found = Some(name);
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        txn.commit().map_err(storage)?;
+        Ok(found)
+    }
+
+    /// Idempotency claims made at or after `since_ms`, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn claims(&self, since_ms: u64, limit: usize) -> Result<Vec<(u64, u128)>, Error> {
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(SEEN).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t.range((since_ms, 0)..).map_err(storage)?.rev() {
+            let (k, _) = row.map_err(storage)?;
+            out.push(k.value());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every dead letter that decodes, oldest first.
     ///
     /// # Errors
     /// Storage errors.
     pub fn dead_letters(&self) -> Result<Vec<Record>, Error> {
-        all_records(&self.db.begin_read().map_err(storage)?, DEAD)
+        let mut ignored = Vec::new();
+        all_records(
+            &self.db()?.begin_read().map_err(storage)?,
+            DEAD,
+            "dead",
+            &mut ignored,
+        )
     }
 
     /// How many dead letters there are, without reading them.
@@ -349,18 +641,26 @@ impl Store {
     /// # Errors
     /// Storage errors.
     pub fn dead_count(&self) -> Result<usize, Error> {
-        use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read().map_err(storage)?;
-        let dead = txn.open_table(DEAD).map_err(storage)?;
-        Ok(usize::try_from(dead.len().map_err(storage)?).unwrap_or(usize::MAX))
+        self.count(DEAD)
     }
 
-    /// Actions created over the API.
+    fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<usize, Error> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(table).map_err(storage)?;
+        Ok(usize::try_from(t.len().map_err(storage)?).unwrap_or(usize::MAX))
+    }
+
+    /// Actions created over the API (rows that do not decode are in the
+    /// quarantine after start).
     ///
     /// # Errors
     /// Storage errors.
     pub fn actions(&self) -> Result<Vec<StoredAction>, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let table = txn.open_table(ACTIONS).map_err(storage)?;
         let mut out = Vec::new();
         for row in table.iter().map_err(storage)? {
@@ -389,7 +689,7 @@ impl Store {
     }
 
     fn record(&self, table: TableDefinition<'_, u64, &[u8]>, id: u64) -> Result<Option<Record>, Error> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let table = txn.open_table(table).map_err(storage)?;
         let Some(v) = table.get(id).map_err(storage)? else {
             return Ok(None);
@@ -399,65 +699,59 @@ impl Store {
             .map_err(|e| Error::Corrupt(id, e.to_string()))
     }
 
-    /// Commits `change`; returns once it is on disk (when `durable`).
+    /// Commits `changes` in one transaction, fsync'd when `durable`.
     ///
     /// # Errors
-    /// When the commit fails or the writer is gone.
-    pub async fn commit(&self, change: Change) -> Result<(), Error> {
-        let reply = self.send(change)?;
-        reply.await.map_err(|_| Error::Closed)?.map_err(Error::Storage)
+    /// When the commit fails; the caller then [`Store::close`]s and later
+    /// [`Store::reopen`]s the file.
+    pub fn apply(&self, changes: &[&Change], durable: bool) -> Result<(), Error> {
+        let db = self.db()?;
+        guarded(&self.path, || apply(&db, changes, durable))
     }
 
-    /// Commits `change` from synchronous code (the offline CLI).
-    ///
-    /// # Errors
-    /// When the commit fails or the writer is gone.
-    pub fn commit_blocking(&self, change: Change) -> Result<(), Error> {
-        let reply = self.send(change)?;
-        reply
-            .blocking_recv()
-            .map_err(|_| Error::Closed)?
-            .map_err(Error::Storage)
-    }
-
-    /// Hands `change` to the writer; the receiver gets its commit's result.
-    fn send(&self, change: Change) -> Result<oneshot::Receiver<Result<(), String>>, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Job {
-                change,
-                reply: Some(tx),
-            })
-            .map_err(|_| Error::Closed)?;
-        Ok(rx)
-    }
-
-    /// Commits `change` on the calling thread, durably, without the writer
-    /// thread: for start-up, which runs inside the async runtime but before
-    /// anything else writes (redb would make it wait for a writer anyway).
+    /// Commits one change durably (start-up and the offline CLI).
     ///
     /// # Errors
     /// When the commit fails.
     pub fn commit_here(&self, change: Change) -> Result<(), Error> {
-        apply(&self.db, &[Job { change, reply: None }], true)
+        self.apply(&[&change], true)
     }
 
-    /// Queues `change` without waiting for it.
-    pub fn submit(&self, change: Change) {
-        let _ = self.writer.send(Job { change, reply: None });
+    /// The file's size in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
 }
 
-/// Every record of an id-keyed table, in id order.
+fn damaged(table: &str, key: impl ToString, e: &dyn std::fmt::Display, raw: &[u8]) -> Damaged {
+    Damaged {
+        table: table.to_owned(),
+        key: key.to_string(),
+        error: e.to_string(),
+        raw: raw.to_vec(),
+    }
+}
+
+/// Every record of an id-keyed table that decodes, in id order; the others
+/// go to `damaged`.
 fn all_records(
     txn: &redb::ReadTransaction,
     table: TableDefinition<'_, u64, &[u8]>,
+    name: &str,
+    damaged_rows: &mut Vec<Damaged>,
 ) -> Result<Vec<Record>, Error> {
     let table = txn.open_table(table).map_err(storage)?;
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        out.push(serde_json::from_slice(v.value()).map_err(|e| Error::Corrupt(k.value(), e.to_string()))?);
+        match serde_json::from_slice::<Record>(v.value()) {
+            Ok(r) if r.head().is_ok() => out.push(r),
+            Ok(r) => {
+                let e = r.head().err().map(|e| e.to_string()).unwrap_or_default();
+                damaged_rows.push(damaged(name, k.value(), &e, v.value()));
+            }
+            Err(e) => damaged_rows.push(damaged(name, k.value(), &e, v.value())),
+        }
     }
     Ok(out)
 }
@@ -518,32 +812,10 @@ fn migrate_open_by_digest(txn: &redb::WriteTransaction) -> Result<(), Error> {
     Ok(())
 }
 
-fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let durable = batch.iter().any(|j| j.change.durable);
-        let result = apply(db, &batch, durable).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, changes = batch.len(), "spool commit failed");
-        }
-        for job in batch {
-            if let Some(reply) = job.reply {
-                let _ = reply.send(result.clone());
-            }
-        }
-    }
-}
-
-fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
+fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error> {
     // An empty durable change still commits: it makes earlier
     // `Durability::None` commits durable (the flush at shutdown).
-    if !durable && batch.iter().all(|j| j.change.is_empty()) {
+    if !durable && changes.iter().all(|c| c.is_empty()) {
         return Ok(());
     }
     let mut txn = db.begin_write().map_err(storage)?;
@@ -559,9 +831,10 @@ fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
         let mut open = txn.open_table(OPEN).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut actions = txn.open_table(ACTIONS).map_err(storage)?;
+        let mut seen = txn.open_table(SEEN).map_err(storage)?;
         let mut max_id = 0;
         let mut counters = Counters::default();
-        for c in batch.iter().map(|j| &j.change) {
+        for c in changes {
             for r in &c.put {
                 let bytes = serde_json::to_vec(r).map_err(storage)?;
                 events.insert(r.id, bytes.as_slice()).map_err(storage)?;
@@ -595,6 +868,12 @@ fn apply(db: &Database, batch: &[Job], durable: bool) -> Result<(), Error> {
             }
             for name in &c.action_delete {
                 actions.remove(name.as_str()).map_err(storage)?;
+            }
+            for claim in &c.seen_put {
+                seen.insert(*claim, ()).map_err(storage)?;
+            }
+            if let Some(before) = c.seen_expire_before {
+                seen.retain_in(..(before, 0), |_, ()| false).map_err(storage)?;
             }
             counters.delivered += c.counters.delivered;
             counters.superseded += c.counters.superseded;

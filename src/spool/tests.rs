@@ -45,12 +45,12 @@ async fn a_resolve_of_a_queued_trigger_supersedes_both() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Spool::open(&dir.path().join("s.redb"), Settings::default()).expect("open");
     assert!(matches!(
-        spool.accept("a", &translated("FAILED", "Failed")).await,
+        spool.accept("a", &translated("FAILED", "Failed"), None).await,
         Ok(Accepted::Queued { .. })
     ));
     assert_eq!(
         spool
-            .accept("a", &translated("COMPLETED", "Completed"))
+            .accept("a", &translated("COMPLETED", "Completed"), None)
             .await
             .ok(),
         Some(Accepted::Superseded)
@@ -62,7 +62,9 @@ async fn a_resolve_of_a_queued_trigger_supersedes_both() {
     );
     // Nothing open now: a second recovery is ignored.
     assert!(matches!(
-        spool.accept("a", &translated("COMPLETED", "Completed")).await,
+        spool
+            .accept("a", &translated("COMPLETED", "Completed"), None)
+            .await,
         Ok(Accepted::Ignored { .. })
     ));
 }
@@ -74,11 +76,11 @@ async fn triggers_collapse_and_everything_survives_a_reopen() {
     {
         let spool = Spool::open(&path, Settings::default()).expect("open");
         spool
-            .accept("a", &translated("SCHEDULED", "Late"))
+            .accept("a", &translated("SCHEDULED", "Late"), None)
             .await
             .expect("late");
         spool
-            .accept("a", &translated("FAILED", "Failed"))
+            .accept("a", &translated("FAILED", "Failed"), None)
             .await
             .expect("failed");
         let stats = spool.stats();
@@ -105,7 +107,7 @@ async fn triggers_collapse_and_everything_survives_a_reopen() {
     );
     // The open alert is a failure now, so RUNNING does not close it.
     assert!(matches!(
-        spool.accept("a", &translated("RUNNING", "Running")).await,
+        spool.accept("a", &translated("RUNNING", "Running"), None).await,
         Ok(Accepted::Ignored { .. })
     ));
 }
@@ -123,7 +125,7 @@ async fn an_alert_keeps_one_open_row_however_often_it_triggers() {
             ("SCHEDULED", "Late"),
         ] {
             spool
-                .accept("a", &translated(state.0, state.1))
+                .accept("a", &translated(state.0, state.1), None)
                 .await
                 .expect("trigger");
         }
@@ -156,7 +158,9 @@ async fn open_alerts_of_the_digest_keyed_table_are_carried_over() {
     assert_eq!(spool.stats().open_alerts, 1);
     // The carried-over alert counts as delivered, so its recovery is sent.
     assert!(matches!(
-        spool.accept("a", &translated("COMPLETED", "Completed")).await,
+        spool
+            .accept("a", &translated("COMPLETED", "Completed"), None)
+            .await,
         Ok(Accepted::Queued { .. })
     ));
     assert_eq!(spool.stats().open_alerts, 0);

@@ -443,13 +443,20 @@ async fn slow_requests_time_out_and_slow_headers_are_cut() {
 
 #[tokio::test]
 async fn connections_are_capped() {
+    use std::io::Write as _;
     let double = Double::start().await;
     let b = serve_oncall(&double, &["--max-connections", "2"]);
-    let hog1 = TcpStream::connect(b.addr).expect("connect");
-    let hog2 = TcpStream::connect(b.addr).expect("connect");
+    // Two connections each with a request in flight (a body still arriving).
+    let busy = || {
+        let mut s = TcpStream::connect(b.addr).expect("connect");
+        s.write_all(b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            .expect("write");
+        s
+    };
+    let (busy1, busy2) = (busy(), busy());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let quick = crate::support::client_builder()
-        .timeout(Duration::from_millis(700))
+        .timeout(Duration::from_millis(1500))
         .build()
         .expect("client");
     let url = format!("{}/healthz", b.url());
@@ -457,13 +464,20 @@ async fn connections_are_capped() {
         quick.get(&url).send().await.is_err(),
         "a third connection was served past the cap"
     );
-    drop(hog1);
-    drop(hog2);
+    drop(busy1);
+    drop(busy2);
     let res = crate::support::client()
         .get(&url)
         .send()
         .await
         .expect("served once a slot frees");
+    assert_eq!(res.status().as_u16(), 200);
+    // Idle connections (no request in flight) do not hold the cap: they are
+    // closed to make room for a new one.
+    let _idle1 = TcpStream::connect(b.addr).expect("connect");
+    let _idle2 = TcpStream::connect(b.addr).expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = quick.get(&url).send().await.expect("idle connections make room");
     assert_eq!(res.status().as_u16(), 200);
 }
 

@@ -1,0 +1,313 @@
+//! The spool's one writer thread: it decides, commits and applies, in that
+//! order, so that a decision reaches the in-memory index only when its commit
+//! succeeded.
+//!
+//! Each round takes every job waiting (group commit: concurrent webhooks
+//! share one fsync), decides them one after another under the index lock
+//! (recording how to undo each), commits them in one transaction, and then
+//! either marks them done or undoes them. Requests only wait for the answer:
+//! a client that hangs up, or a request that times out, changes nothing.
+//!
+//! After a failed commit redb refuses every write until the file is opened
+//! again. The writer closes it, answers `Unavailable` (webhooks get 503,
+//! `/readyz` says why), and opens it again every [`REOPEN_EVERY`] or at the
+//! next job. Bookkeeping that was not written yet (acks, retry times) is kept
+//! and written first once the file is back, so nothing is sent twice because
+//! a delete was lost.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::store::{Change, Counters, Error, Record};
+use super::{AcceptError, AcceptInput, Accepted, Shared, now_ms};
+
+/// Most jobs decided and committed in one transaction.
+const MAX_BATCH: usize = 4096;
+/// How often a closed spool file is tried again while nothing else arrives.
+const REOPEN_EVERY: Duration = Duration::from_millis(500);
+/// How often expired idempotency claims are deleted from the file.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+/// Non-durable commits kept in memory until a durable one covers them; past
+/// this many, the next commit is made durable.
+const MAX_NOT_DURABLE: usize = 1024;
+
+/// Work for the writer.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// A webhook's event, decided here in arrival order.
+    Accept {
+        input: AcceptInput,
+        reply: oneshot::Sender<Result<Accepted, AcceptError>>,
+    },
+    /// A dead letter back into the queue.
+    Requeue {
+        record: Record,
+        reply: oneshot::Sender<Result<Option<u64>, Error>>,
+    },
+    /// A change decided elsewhere: durable and answered when `reply` is
+    /// given (API writes), else bookkeeping written when it can be.
+    Write {
+        change: Change,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+}
+
+/// A job decided, waiting for its commit.
+enum Decided {
+    Accept(
+        Result<Accepted, AcceptError>,
+        oneshot::Sender<Result<Accepted, AcceptError>>,
+    ),
+    Requeue(Option<u64>, oneshot::Sender<Result<Option<u64>, Error>>),
+    Write(Option<oneshot::Sender<Result<(), Error>>>),
+}
+
+/// Starts the writer thread; it ends when every sender is dropped.
+pub(super) fn start(shared: Arc<Shared>) -> Result<mpsc::Sender<Job>, Error> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("spool-writer".to_owned())
+        .spawn(move || Writer::new(shared).run(&rx))
+        .map_err(|e| Error::Storage(e.to_string()))?;
+    Ok(tx)
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    /// Bookkeeping not yet written because a commit failed.
+    pending: Vec<Change>,
+    /// Non-durable changes committed since the last durable commit: if the
+    /// file has to be opened again, redb may have dropped them.
+    not_durable: Vec<Change>,
+    last_expire: Instant,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            pending: Vec::new(),
+            not_durable: Vec::new(),
+            last_expire: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Job>) {
+        loop {
+            let wait = if self.shared.store.is_open() && self.pending.is_empty() {
+                EXPIRE_EVERY
+            } else {
+                REOPEN_EVERY
+            };
+            let mut batch = match rx.recv_timeout(wait) {
+                Ok(job) => vec![job],
+                Err(RecvTimeoutError::Timeout) => Vec::new(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.round(batch);
+        }
+        // Shutdown: one last try at bookkeeping a failure held back.
+        if !self.pending.is_empty() {
+            self.round(Vec::new());
+        }
+    }
+
+    fn set_unready(&self, reason: Option<String>) {
+        let mut slot = self
+            .shared
+            .unready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&*slot, &reason) {
+            (Some(_), None) => tracing::info!("the spool can commit again"),
+            (None, Some(r)) => {
+                tracing::error!(reason = %r, "the spool cannot commit; webhooks get 503 until it can")
+            }
+            _ => {}
+        }
+        *slot = reason;
+    }
+
+    /// Opens the file again if a failure closed it; on success, what the
+    /// failure held back goes first.
+    fn ensure_open(&mut self) -> Result<(), Error> {
+        let store = &self.shared.store;
+        if store.is_open() {
+            return Ok(());
+        }
+        store.reopen()?;
+        tracing::info!(spool = %store.path().display(), "spool file opened again after a failed write");
+        // What was committed without fsync may be gone; write it again
+        // (every change is idempotent but its counters, which it was not
+        // about to lose: they are in the durable totals or in `pending`).
+        let mut replay = std::mem::take(&mut self.not_durable);
+        for c in &mut replay {
+            c.counters = Counters::default();
+        }
+        replay.append(&mut self.pending);
+        self.pending = replay;
+        Ok(())
+    }
+
+    fn round(&mut self, batch: Vec<Job>) {
+        if let Err(e) = self.ensure_open() {
+            let reason = e.to_string();
+            self.set_unready(Some(reason.clone()));
+            for job in batch {
+                match job {
+                    // Kept, and written once the file is back.
+                    Job::Write { change, reply: None } => self.pending.push(change),
+                    job => fail(job, &reason),
+                }
+            }
+            return;
+        }
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut decided = Vec::with_capacity(batch.len());
+        let mut undos = Vec::with_capacity(batch.len());
+        let mut durable = !self.pending.is_empty();
+        {
+            let mut idx = self.shared.lock();
+            for job in batch {
+                let mut change = Change::default();
+                let mut undo = Vec::new();
+                let d = match job {
+                    Job::Accept { input, reply } => {
+                        let outcome = idx.decide_accept(&self.shared.settings, input, &mut change, &mut undo);
+                        change.durable = !change.is_empty();
+                        Decided::Accept(outcome, reply)
+                    }
+                    Job::Requeue { record, reply } => {
+                        let id = idx.decide_requeue(record, &mut change, &mut undo);
+                        change.durable = true;
+                        Decided::Requeue(id, reply)
+                    }
+                    Job::Write { change: c, reply } => {
+                        change = c;
+                        change.durable |= reply.is_some();
+                        Decided::Write(reply)
+                    }
+                };
+                durable |= change.durable;
+                changes.push(change);
+                decided.push(d);
+                undos.push(undo);
+            }
+        }
+        if self.last_expire.elapsed() >= EXPIRE_EVERY {
+            self.last_expire = Instant::now();
+            let before = self.shared.lock().seen.forget_before(now_u64());
+            changes.push(Change {
+                seen_expire_before: Some(before),
+                ..Change::default()
+            });
+        }
+        durable |= self.not_durable.len() >= MAX_NOT_DURABLE;
+        let all: Vec<&Change> = self.pending.iter().chain(changes.iter()).collect();
+        if all.iter().all(|c| c.is_empty()) && !durable {
+            // Nothing to write (ignored events, duplicates, an idle tick).
+            answer(decided, None);
+            return;
+        }
+        let result = self.shared.store.apply(&all, durable);
+        match result {
+            Ok(()) => {
+                self.pending.clear();
+                if durable {
+                    self.not_durable.clear();
+                } else {
+                    self.not_durable
+                        .extend(changes.iter().filter(|c| !c.is_empty()).cloned());
+                }
+                {
+                    let mut idx = self.shared.lock();
+                    for undo in &undos {
+                        idx.commit(undo);
+                    }
+                }
+                self.set_unready(None);
+                answer(decided, None);
+                self.shared.wake.notify_one();
+            }
+            Err(e) => {
+                self.shared.store.close();
+                let reason = e.to_string();
+                {
+                    let mut idx = self.shared.lock();
+                    for undo in undos.into_iter().rev() {
+                        idx.undo(undo);
+                    }
+                }
+                // Bookkeeping nobody waits for is written once the file is back.
+                for (change, d) in changes.into_iter().zip(&decided) {
+                    if matches!(d, Decided::Write(None)) && !change.is_empty() {
+                        self.pending.push(change);
+                    }
+                }
+                self.set_unready(Some(reason.clone()));
+                answer(decided, Some(&reason));
+            }
+        }
+    }
+}
+
+fn now_u64() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
+}
+
+/// Sends every answer: the decisions, or the commit's failure.
+fn answer(decided: Vec<Decided>, failure: Option<&str>) {
+    let err = |r: &str| Error::Unavailable(r.to_owned());
+    for d in decided {
+        match (d, failure) {
+            (Decided::Accept(outcome, reply), None) => {
+                let _ = reply.send(outcome);
+            }
+            (Decided::Accept(outcome, reply), Some(r)) => {
+                // A refusal stays what it was; anything else was not stored.
+                let _ = reply.send(match outcome {
+                    Err(AcceptError::Full) => Err(AcceptError::Full),
+                    _ => Err(AcceptError::Storage(err(r))),
+                });
+            }
+            (Decided::Requeue(id, reply), None) => {
+                let _ = reply.send(Ok(id));
+            }
+            (Decided::Requeue(_, reply), Some(r)) => {
+                let _ = reply.send(Err(err(r)));
+            }
+            (Decided::Write(Some(reply)), f) => {
+                let _ = reply.send(f.map_or(Ok(()), |r| Err(err(r))));
+            }
+            (Decided::Write(None), _) => {}
+        }
+    }
+}
+
+/// Answers a job with `reason` without deciding anything.
+fn fail(job: Job, reason: &str) {
+    let err = || Error::Unavailable(reason.to_owned());
+    match job {
+        Job::Accept { reply, .. } => {
+            let _ = reply.send(Err(AcceptError::Storage(err())));
+        }
+        Job::Requeue { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Job::Write {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(Err(err()));
+        }
+        Job::Write { reply: None, .. } => {}
+    }
+}
