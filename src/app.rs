@@ -77,9 +77,9 @@ impl App {
             tracing::warn!("no --action configured: every webhook will get 404 until one is");
         }
         for a in config.actions.iter() {
-            if a.routing_key.expose().len() != 32 {
+            if let Err(why) = crate::pagerduty::check_routing_key(a.routing_key.expose()) {
                 tracing::warn!(action = %a.name, routing_key = %a.routing_key,
-                    "routing key is not 32 characters; PagerDuty integration keys are");
+                    "this routing key will be refused by PagerDuty: {why}");
             }
         }
         tracing::info!(

@@ -96,5 +96,10 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
             }
             serde_json::json!({"status": "purged", "count": purged})
         }
+        SpoolOp::Check => serde_json::to_value(offline::check(&store)?)?,
+        SpoolOp::Drop { id } => match store.drop_record(id)? {
+            Some(table) => serde_json::json!({"status": "dropped", "id": id, "table": table}),
+            None => anyhow::bail!("no record {id} in the queue, the dead letters or the quarantine"),
+        },
     })
 }

@@ -75,6 +75,13 @@ pub enum SpoolOp {
         /// Dead letter id (all when omitted).
         id: Option<u64>,
     },
+    /// Report damage: rows that do not decode and quarantined rows. Exits 1 when there is any.
+    Check,
+    /// Delete one record: an undelivered event or dead letter by id, or `quarantine:ID`.
+    Drop {
+        /// The record's id, or quarantine:ID.
+        id: String,
+    },
 }
 
 /// Flags shared by `serve` and `translate`.
@@ -391,6 +398,9 @@ pub fn parse_action(spec: &str) -> Result<Action, ConfigError> {
     let name = name.trim();
     actions::check_name(name)?;
     let (key_spec, severity) = match rest.rsplit_once(':') {
+        // `env:VAR` and `file:PATH` with no severity: the part after the
+        // colon is the variable or path, not a severity.
+        Some((prefix, _)) if prefix == "env" || prefix == "file" => (rest, None),
         Some((key, sev)) if sev.eq_ignore_ascii_case("auto") => (key, None),
         Some((key, sev)) => match sev.parse::<Severity>() {
             Ok(s) => (key, Some(s)),
@@ -643,6 +653,23 @@ mod tests {
         assert_eq!(b.severity, None);
         let c = parse_action("x=0123456789abcdef0123456789abcdef:auto").expect("parses");
         assert_eq!(c.severity, None);
+    }
+
+    #[test]
+    fn env_and_file_forms_without_severity_are_not_read_as_one() {
+        // Variables no test sets: the error names the variable it looked for.
+        let var = "PPB_TEST_ACTION_KEY_CRITICAL";
+        let a = parse_action(&format!("x=env:{var}"));
+        assert!(
+            matches!(&a, Err(ConfigError::MissingEnv { var: v, .. }) if v == var),
+            "env:{var} must name the variable {var}: {a:?}"
+        );
+        let b = parse_action("x=env:CRITICAL");
+        assert!(
+            matches!(&b, Err(ConfigError::MissingEnv { var, .. }) if var == "CRITICAL")
+                || b.as_ref().is_ok_and(|a| a.severity.is_none()),
+            "env:CRITICAL is the variable CRITICAL, not the key `env` at critical: {b:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,16 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match &args.command {
         Command::Translate(t) => cli::translate(t).and_then(|v| print_json(&v)),
-        Command::Spool(s) => cli::spool(s).and_then(|v| print_json(&v)),
+        Command::Spool(s) => match cli::spool(s) {
+            // `spool check` exits 1 when it found damage, after printing it.
+            Ok(v) if v.get("ok") == Some(&serde_json::Value::Bool(false)) => {
+                return match print_json(&v) {
+                    Ok(()) => ExitCode::from(1),
+                    Err(e) => fail(&e),
+                };
+            }
+            other => other.and_then(|v| print_json(&v)),
+        },
         Command::Serve(s) => {
             // Dropped last: flushes the log lines still queued.
             let _log = prefect_pagerduty_bridge::logging::init(s.log_format);
@@ -32,11 +41,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("prefect-pagerduty-bridge: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("prefect-pagerduty-bridge: {e:#}");
+    ExitCode::from(2)
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is not an error.

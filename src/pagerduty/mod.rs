@@ -413,10 +413,41 @@ fn fit_field(value: &str) -> Option<String> {
 /// Keeps a dedup key that fits; replaces a longer one with its SHA-256 digest
 /// (hex), as Alertmanager does, so it stays stable across events.
 pub fn fit_dedup_key(key: &str) -> String {
+    // Control characters (a CR or ESC in a flow-run id) never reach
+    // PagerDuty, nor a log: each is written as its percent-encoded bytes.
+    let key = if key.chars().any(char::is_control) {
+        let mut clean = String::with_capacity(key.len() + 8);
+        for c in key.chars() {
+            if c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    clean.push_str(&format!("%{b:02X}"));
+                }
+            } else {
+                clean.push(c);
+            }
+        }
+        std::borrow::Cow::Owned(clean)
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    };
     if !key.is_empty() && key.chars().count() <= MAX_DEDUP_KEY_CHARS {
-        return key.to_owned();
+        return key.into_owned();
     }
     format!("sha256/{}", sha256_hex(key.as_bytes()))
+}
+
+/// Whether `key` can be an Events API v2 integration (routing) key:
+/// PagerDuty issues them as 32 letters and digits.
+///
+/// # Errors
+/// What is wrong with it, for an error message (never the key itself).
+pub fn check_routing_key(key: &str) -> Result<(), &'static str> {
+    if key.len() == 32 && key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err("a PagerDuty integration key is 32 letters and digits")
+    }
 }
 
 /// Lower-case hex SHA-256 of `data`.
@@ -451,6 +482,22 @@ pub fn is_safe_url(href: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_keys_carry_no_control_characters() {
+        assert_eq!(fit_dedup_key("prefect/flow-run/a\r\nb\x1b[2J"), "prefect/flow-run/a%0D%0Ab%1B[2J");
+        assert_eq!(fit_dedup_key("prefect/flow-run/ok"), "prefect/flow-run/ok");
+        let long = format!("{}\n", "k".repeat(300));
+        assert!(fit_dedup_key(&long).starts_with("sha256/"));
+    }
+
+    #[test]
+    fn routing_keys_are_32_letters_and_digits() {
+        assert!(check_routing_key("R0UTINGKEY0000000000000000000000").is_ok());
+        assert!(check_routing_key("short").is_err());
+        assert!(check_routing_key(&"k".repeat(255)).is_err());
+        assert!(check_routing_key("R0UTINGKEY00000000000000000000 0").is_err());
+    }
 
     fn trigger(details: Map<String, Value>) -> Event {
         Event {

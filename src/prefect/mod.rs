@@ -11,6 +11,7 @@
 mod cloud1;
 mod event;
 mod flat;
+mod lenient;
 mod repr;
 
 use serde_json::{Map, Value};
@@ -464,7 +465,12 @@ fn read_body(n: &mut Notification, body: &[u8], depth: u8) {
         );
         return;
     }
-    match serde_json::from_str::<Value>(trimmed) {
+    let parsed = serde_json::from_str::<Value>(trimmed).or_else(|e| {
+        lenient::rewrite_non_finite(trimmed)
+            .and_then(|fixed| serde_json::from_str::<Value>(&fixed).ok())
+            .ok_or(e)
+    });
+    match parsed {
         Ok(Value::Object(obj)) => read_object(n, &obj, depth),
         Ok(Value::String(inner)) if depth < MAX_NESTING => read_body(n, inner.as_bytes(), depth + 1),
         Ok(other) => {

@@ -73,11 +73,11 @@ async fn create(state: &State, body: &[u8]) -> Response<Body> {
         return response::error(StatusCode::BAD_REQUEST, "invalid_action_name", e.to_string());
     }
     let key = new.routing_key.trim();
-    if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if let Err(why) = crate::pagerduty::check_routing_key(key) {
         return response::error(
             StatusCode::BAD_REQUEST,
             "invalid_routing_key",
-            "routing_key must be a PagerDuty integration key (32 characters, no spaces)",
+            format!("routing_key must be a PagerDuty integration key: {why}"),
         );
     }
     let severity = match new.severity.as_deref().map(str::trim) {
