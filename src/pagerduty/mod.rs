@@ -485,7 +485,10 @@ mod tests {
 
     #[test]
     fn dedup_keys_carry_no_control_characters() {
-        assert_eq!(fit_dedup_key("prefect/flow-run/a\r\nb\x1b[2J"), "prefect/flow-run/a%0D%0Ab%1B[2J");
+        assert_eq!(
+            fit_dedup_key("prefect/flow-run/a\r\nb\x1b[2J"),
+            "prefect/flow-run/a%0D%0Ab%1B[2J"
+        );
         assert_eq!(fit_dedup_key("prefect/flow-run/ok"), "prefect/flow-run/ok");
         let long = format!("{}\n", "k".repeat(300));
         assert!(fit_dedup_key(&long).starts_with("sha256/"));

@@ -81,6 +81,9 @@ mod tests {
 
     #[test]
     fn plain_json_is_left_alone() {
-        assert_eq!(rewrite_non_finite(r#"{"a": [1, -2.5e10, true, null, "x\"NaN"]}"#), None);
+        assert_eq!(
+            rewrite_non_finite(r#"{"a": [1, -2.5e10, true, null, "x\"NaN"]}"#),
+            None
+        );
     }
 }

@@ -52,6 +52,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new connection may wait for a slot once idle ones were asked
 /// to close, before it is closed itself.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
+/// How long an idle connection asked to close may take over it (an HTTP/2
+/// GOAWAY) before it is dropped: it has no request to finish.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_millis(250);
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -314,6 +317,8 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
                             }
                         },
                         () = shutdown.cancelled() => return,
+                        // A stalled handshake is idle too: it makes room.
+                        () = shed.notified() => return,
                     };
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
@@ -380,13 +385,13 @@ async fn drive<C>(
                 }
                 if activity.idle_for().is_some_and(|idle| idle >= limit) {
                     conn.as_mut().graceful_close();
-                    closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
             () = shed.notified(), if closing.is_none() => {
                 if activity.idle_for().is_some() {
                     conn.as_mut().graceful_close();
-                    closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
             () = shutdown.cancelled(), if closing.is_none() => {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod faults;
 mod golden;
 mod hostile;
 mod intake;

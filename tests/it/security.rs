@@ -13,15 +13,15 @@ use crate::support::{KEY_A, KEY_B, capture, client, get_json, get_status, post, 
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca_pem: String,
 }
 
 /// A CA and a leaf for localhost / 127.0.0.1 with a key of the given kind,
 /// made at test time. RSA keys come from `openssl genrsa` (ring cannot make
 /// them); rcgen signs with any of the three.
-fn pki(kind: &str) -> Pki {
+pub(crate) fn pki(kind: &str) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_key = KeyPair::generate().expect("ca key");

@@ -27,6 +27,8 @@ pub enum Reply {
     Accept,
     /// 429, with `Retry-After: <secs>` when given.
     RateLimit(Option<u64>),
+    /// 429 with this exact `Retry-After` value (an HTTP date, a huge number).
+    RateLimitHeader(String),
     /// Any other status (500, 503, …) with PagerDuty's error body.
     Status(u16),
     /// 400 with these `errors`, as PagerDuty answers an event it refuses
@@ -66,7 +68,33 @@ struct Shared {
     default: Mutex<Reply>,
     script: Mutex<VecDeque<Reply>>,
     delay: Mutex<Duration>,
+    /// Per routing key token buckets, when throttling: (rate per second,
+    /// burst, buckets of (tokens, last refill)).
+    throttle: Mutex<Option<Throttle>>,
     notify: Notify,
+}
+
+/// A token bucket per routing key, as PagerDuty's rate limit behaves.
+#[derive(Debug)]
+struct Throttle {
+    per_sec: f64,
+    burst: f64,
+    buckets: std::collections::HashMap<String, (f64, Instant)>,
+}
+
+impl Throttle {
+    fn take(&mut self, key: &str) -> bool {
+        let now = Instant::now();
+        let (tokens, last) = self.buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A running double; stops when dropped.
@@ -94,6 +122,7 @@ impl Double {
             default: Mutex::new(Reply::Accept),
             script: Mutex::new(VecDeque::new()),
             delay: Mutex::new(Duration::ZERO),
+            throttle: Mutex::new(None),
             notify: Notify::new(),
         });
         let state = shared.clone();
@@ -130,6 +159,17 @@ impl Double {
     /// Answers the next valid events with these, then the default again.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.script.lock().expect("lock").extend(replies);
+    }
+
+    /// From now on, each routing key may send `per_sec` events a second
+    /// with bursts of `burst`; beyond that a valid event gets 429 without
+    /// `Retry-After`.
+    pub fn throttle(&self, per_sec: f64, burst: f64) {
+        *self.shared.throttle.lock().expect("lock") = Some(Throttle {
+            per_sec,
+            burst,
+            buckets: std::collections::HashMap::new(),
+        });
     }
 
     /// Waits this long before answering each request.
@@ -238,6 +278,18 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
             json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}),
             None,
         )
+    } else if state
+        .throttle
+        .lock()
+        .expect("lock")
+        .as_mut()
+        .is_some_and(|t| !t.take(body["routing_key"].as_str().unwrap_or_default()))
+    {
+        (
+            429,
+            json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly. Please retry later."}),
+            None,
+        )
     } else {
         let next = state.script.lock().expect("lock").pop_front();
         match next.unwrap_or_else(|| state.default.lock().expect("lock").clone()) {
@@ -255,7 +307,12 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
             Reply::RateLimit(after) => (
                 429,
                 json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly. Please retry later."}),
-                after,
+                after.map(|s| s.to_string()),
+            ),
+            Reply::RateLimitHeader(value) => (
+                429,
+                json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly. Please retry later."}),
+                Some(value),
             ),
             Reply::Reject(errors) => (
                 400,
@@ -279,14 +336,14 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
     reply(status, response, retry_after)
 }
 
-fn reply(status: u16, body: Value, retry_after: Option<u64>) -> Response<Full<Bytes>> {
+fn reply(status: u16, body: Value, retry_after: Option<String>) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
     *res.status_mut() = hyper::StatusCode::from_u16(status).expect("valid status");
     res.headers_mut()
         .insert("content-type", "application/json".parse().expect("header"));
-    if let Some(secs) = retry_after {
+    if let Some(value) = retry_after {
         res.headers_mut()
-            .insert("retry-after", secs.to_string().parse().expect("header"));
+            .insert("retry-after", value.parse().expect("header"));
     }
     res
 }
