@@ -182,34 +182,67 @@ impl Drop for InFlight {
     }
 }
 
-/// Open connections per client IP.
+/// Open connections per client IP, each IP with a signal that asks its idle
+/// connections to close.
 #[derive(Debug, Default)]
-struct PerIp(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+struct PerIp {
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, (usize, Arc<tokio::sync::Notify>)>>,
+    /// Told whenever a connection closes.
+    freed: tokio::sync::Notify,
+}
 
 /// One connection's place in [`PerIp`], given back when dropped.
 struct IpSlot(Arc<PerIp>, IpAddr);
 
 impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
-        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(ip).or_default();
-        if *n >= cap {
-            return None;
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, (usize, Arc<tokio::sync::Notify>)>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `ip`; at the cap, the peer's idle
+    /// connections are asked to close and this waits up to `wait` for one.
+    async fn take(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        cap: usize,
+        wait: Duration,
+    ) -> Option<(IpSlot, Arc<tokio::sync::Notify>)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut map = self.lock();
+                let (n, shed) = map
+                    .entry(ip)
+                    .or_insert_with(|| (0, Arc::new(tokio::sync::Notify::new())));
+                if *n < cap {
+                    *n += 1;
+                    return Some((IpSlot(self.clone(), ip), shed.clone()));
+                }
+                shed.notify_waiters();
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
         }
-        *n += 1;
-        Some(IpSlot(self.clone(), ip))
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut map = self.0.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.1) {
+        let mut map = self.0.lock();
+        if let Some((n, _)) = map.get_mut(&self.1) {
             *n -= 1;
             if *n == 0 {
                 map.remove(&self.1);
             }
         }
+        drop(map);
+        self.0.freed.notify_waiters();
     }
 }
 
@@ -223,6 +256,7 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
         idle_timeout,
     } = listen;
     let slots = Arc::new(Semaphore::new(max_connections));
+    let pending = Arc::new(Semaphore::new(max_connections));
     let per_ip = Arc::new(PerIp::default());
     // Told when every slot is taken: idle connections close to make room.
     let shed = Arc::new(tokio::sync::Notify::new());
@@ -259,23 +293,10 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
             },
             () = shutdown.cancelled() => break,
         };
-        let Some(ip_slot) = per_ip.take(peer.ip(), max_connections_per_ip) else {
-            tracing::warn!(peer = %peer.ip(), limit = max_connections_per_ip,
-                "connection refused: this client has too many open (--max-connections-per-ip)");
+        // Connections waiting for a place are bounded too: past that, closed.
+        let Ok(waiting) = pending.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer.ip(), "connection refused: too many are waiting for a slot");
             continue;
-        };
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                shed.notify_waiters();
-                match tokio::time::timeout(SLOT_WAIT, slots.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        tracing::warn!(peer = %peer.ip(), "connection refused: every slot is busy (--max-connections)");
-                        continue;
-                    }
-                }
-            }
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
@@ -293,14 +314,35 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
             })
         };
         let (builder, tls, shutdown, shed) = (builder.clone(), tls.clone(), shutdown.clone(), shed.clone());
+        let (slots, per_ip) = (slots.clone(), per_ip.clone());
         tracker.spawn(async move {
+            let Some((ip_slot, peer_shed)) = per_ip.take(peer.ip(), max_connections_per_ip, SLOT_WAIT).await else {
+                tracing::warn!(peer = %peer.ip(), limit = max_connections_per_ip,
+                    "connection refused: this client has too many open (--max-connections-per-ip)");
+                return;
+            };
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    shed.notify_waiters();
+                    match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            tracing::warn!(peer = %peer.ip(), "connection refused: every slot is busy (--max-connections)");
+                            return;
+                        }
+                    }
+                }
+            };
+            drop(waiting);
             let _slots = (permit, ip_slot);
+            let sheds = [&*shed, &*peer_shed];
             match tls {
                 None => {
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    drive(conn, &activity, deadlines, &shutdown, &shed).await;
+                    drive(conn, &activity, deadlines, &shutdown, sheds).await;
                 }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
@@ -319,11 +361,12 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
                         () = shutdown.cancelled() => return,
                         // A stalled handshake is idle too: it makes room.
                         () = shed.notified() => return,
+                        () = peer_shed.notified() => return,
                     };
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    drive(conn, &activity, deadlines, &shutdown, &shed).await;
+                    drive(conn, &activity, deadlines, &shutdown, sheds).await;
                 }
             }
         });
@@ -353,7 +396,7 @@ async fn drive<C>(
     activity: &Activity,
     deadlines: Deadlines,
     shutdown: &CancellationToken,
-    shed: &tokio::sync::Notify,
+    [shed, peer_shed]: [&tokio::sync::Notify; 2],
 ) where
     C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
         + GracefulConnection,
@@ -388,18 +431,25 @@ async fn drive<C>(
                     closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
-            () = shed.notified(), if closing.is_none() => {
-                if activity.idle_for().is_some() {
-                    conn.as_mut().graceful_close();
-                    closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
-                }
-            }
+            () = shed.notified(), if closing.is_none() => closing = close_if_idle(conn.as_mut(), activity),
+            () = peer_shed.notified(), if closing.is_none() => closing = close_if_idle(conn.as_mut(), activity),
             () = shutdown.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_close();
                 closing = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
             }
         }
     }
+}
+
+/// Asked to make room: closes the connection if it has no request in
+/// flight; returns when it must be gone by.
+fn close_if_idle<C: GracefulConnection>(
+    conn: std::pin::Pin<&mut C>,
+    activity: &Activity,
+) -> Option<tokio::time::Instant> {
+    activity.idle_for()?;
+    conn.graceful_close();
+    Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE)
 }
 
 /// A connection that can be asked to finish its requests and close.
