@@ -120,7 +120,7 @@ pub fn translate(n: &Notification, action: &Action, options: &Options) -> Transl
         }
         Disposition::Trigger(class) => {
             let mut severity = action.severity.or(n.overrides.severity).unwrap_or(auto_severity);
-            // FACTS §8: a new work pool reports not-ready at once, before any
+            // docs/prefect.md §3: a new work pool reports not-ready at once, before any
             // worker could exist; that alone must never page at high urgency.
             if is_new_pool_not_ready(n) {
                 severity = Severity::Info;
@@ -211,7 +211,7 @@ fn decide(n: &Notification) -> (Disposition, Severity) {
     };
     // A proactive automation fires because an expected event did NOT come;
     // the event it carries (often `Scheduled` or `Running`) is the last one
-    // seen, so it must not read as a recovery (FACTS §7).
+    // seen, so it must not read as a recovery (docs/prefect.md §7).
     if n.posture.as_deref() == Some("Proactive") && matches!(decided.0, Resolve(_)) {
         return (Trigger(AlertClass::Lateness), Severity::Warning);
     }
@@ -237,7 +237,7 @@ fn run_state(n: &Notification) -> (Disposition, Severity) {
 }
 
 /// A work pool's `not-ready` that follows no earlier status event: the one
-/// Prefect emits when the pool is created (FACTS §8, events_catalog.json).
+/// Prefect emits when the pool is created (docs/prefect.md §3).
 fn is_new_pool_not_ready(n: &Notification) -> bool {
     let is_pool_not_ready = n.resource.as_ref().is_some_and(|r| r.kind == Kind::WorkPool)
         && n.event.as_deref().is_some_and(|e| e.ends_with(".not-ready"));
@@ -473,7 +473,7 @@ fn event_class(n: &Notification) -> Option<String> {
 }
 
 /// Prefect writes `occurred` as RFC 3339, or with a space for the `T` when a
-/// template renders `{{ event.occurred }}` (FACTS §12.7).
+/// template renders `{{ event.occurred }}` (docs/prefect.md §7).
 fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     let s = s.trim();
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
@@ -561,7 +561,7 @@ fn links(n: &Notification, ui_base: Option<&url::Url>) -> Vec<Link> {
             id(&n.deployment).and_then(|i| join(base, &format!("deployments/deployment/{i}"))),
             name_or(&n.deployment, "Deployment"),
         );
-        // Work pool pages are addressed by name, not id (FACTS §10).
+        // Work pool pages are addressed by name, not id (docs/prefect.md §4).
         push(
             n.work_pool
                 .as_ref()

@@ -1,7 +1,7 @@
 //! The one place that talks HTTP to PagerDuty, and how its answers are read.
 //!
 //! Every answer becomes an [`Outcome`]: PagerDuty's retry table
-//! (`FACTS.md` §1.5) says 202 is done, 400 must not be retried, and 429, 5xx
+//! (docs/pagerduty.md §2) says 202 is done, 400 must not be retried, and 429, 5xx
 //! and network errors must be. What to do about a retry is the caller's call.
 
 use std::time::Duration;
@@ -196,7 +196,7 @@ fn excerpt(body: &[u8]) -> String {
 
 /// Reads `Retry-After` (seconds or an HTTP date) or `ratelimit-reset`
 /// (seconds). PagerDuty documents neither for the Events API, but honours
-/// them if it ever sends them (`FACTS.md` §1.5).
+/// them if it ever sends them (docs/pagerduty.md §2).
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(v) = value("retry-after") {

@@ -1,7 +1,7 @@
 //! PagerDuty Events API v2: the event model and every documented limit.
 //!
 //! The limits are not in PagerDuty's OpenAPI spec, only in its developer docs
-//! (`shared/pagerduty/FACTS.md` §1.2-1.4), and senders that skip them get
+//! (docs/pagerduty.md §1), and senders that skip them get
 //! silent 400s (alertmanager#1700, grafana#18727). So [`Event::fit`] enforces
 //! them before anything is queued: summary ≤ 1024 characters, dedup key ≤ 255,
 //! body ≤ 512,000 bytes, links only http(s). The HTTP client is in [`client`].
@@ -35,7 +35,7 @@ pub const MAX_LINKS: usize = 16;
 
 /// PagerDuty alert severity; drives urgency on services set to
 /// "dynamic notifications": critical and error page at high urgency,
-/// warning and info at low (`FACTS.md` §3).
+/// warning and info at low (docs/pagerduty.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -126,7 +126,7 @@ impl fmt::Display for EventAction {
 }
 
 /// A link shown on the alert and incident. Top level of the event, not inside
-/// `payload` (keep puts them there and PagerDuty ignores them, `FACTS.md` §4.4).
+/// `payload` (PagerDuty ignores them inside it, docs/pagerduty.md §1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     /// An `http` or `https` URL.

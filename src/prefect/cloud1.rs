@@ -1,5 +1,5 @@
 //! Prefect Cloud 1 `WebhookAction` payloads: flow-run state changes, flow SLA
-//! failures and agent SLA failures (`shared/prefect/cloud1/README.md`).
+//! failures and agent SLA failures (docs/prefect.md §6).
 //!
 //! Recognised by their keys, not by `event_name`, whose exact strings were
 //! never documented.

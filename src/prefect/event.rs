@@ -1,7 +1,7 @@
 //! Prefect 3/2 events (`{{ event | tojson }}`, `event.model_dump_json()`),
 //! automation envelopes, and the API objects a wrapper template adds.
 //!
-//! Event schema: `shared/prefect/FACTS.md` §5; envelopes §7; objects §4.
+//! Event schema: docs/prefect.md §2; envelopes and API objects §7.
 
 use serde_json::{Map, Value};
 

@@ -1,7 +1,7 @@
 //! Every Prefect payload real users send, read into one [`Notification`].
 //!
 //! Prefect gives no schema for webhook bodies: each automation renders its own
-//! template (`shared/prefect/FACTS.md` §3-4). So [`parse`] never fails. It
+//! template (docs/prefect.md §1, §7). So [`parse`] never fails. It
 //! recognises the shapes seen from real servers (an event, an automation
 //! envelope, a wrapper with API objects, a send-notification body, a Prefect
 //! Cloud 1 WebhookAction, a PagerDuty-shaped template, flat templates, even a
@@ -393,7 +393,7 @@ fn finish(n: &mut Notification) {
     {
         state.kind = Some(state_type_from_name(name).to_owned());
     }
-    // Prefect UI URLs name their object (FACTS §10); so do the URLs that
+    // Prefect UI URLs name their object (docs/prefect.md §4); so do the URLs that
     // `{{ flow_run | ui_url }}` puts into notification text.
     let urls: Vec<String> = n.urls.iter().map(|(_, u, _)| u.clone()).collect();
     for url in &urls {
@@ -565,7 +565,7 @@ fn first_event(events: Option<&Value>) -> Option<&Map<String, Value>> {
 }
 
 /// A send-notification body: `subject` and `body` strings, where `body` may
-/// hold event JSON rendered by `{{ event | tojson }}` (FACTS §9).
+/// hold event JSON rendered by `{{ event | tojson }}` (docs/prefect.md §5).
 fn read_notification(n: &mut Notification, obj: &Map<String, Value>, depth: u8) -> bool {
     let subject = obj.get("subject").and_then(Value::as_str);
     let body = obj.get("body").and_then(Value::as_str);
@@ -652,7 +652,7 @@ fn set_resource(n: &mut Notification, kind: Kind, id: &str) {
 
 /// The state type for a state name, for payloads that carry only the name
 /// (Prefect 1 payloads, flat templates, `prefect.flow-run.<Name>` event
-/// names). Covers Prefect 3's built-in names (FACTS §6) and Prefect 1's
+/// names). Covers Prefect 3's built-in names (docs/prefect.md §3) and Prefect 1's
 /// state classes (cloud1/README.md); custom names give `UNKNOWN`.
 pub fn state_type_from_name(name: &str) -> &'static str {
     match name.to_ascii_lowercase().as_str() {

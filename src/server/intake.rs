@@ -1,6 +1,6 @@
 //! `POST /v1/prefect/{action}`: read the body → parse → translate → drop
 //! duplicates → commit to the spool (fsync'd) → answer. Answers before
-//! delivery, well inside Prefect's 5 s timeout (FACTS §9).
+//! delivery, well inside Prefect's 5 s timeout (docs/prefect.md §5).
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};

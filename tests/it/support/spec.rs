@@ -1,7 +1,7 @@
 //! Validates request bodies against PagerDuty's official Events v2 OpenAPI
 //! spec (`fixtures/pagerduty/events-v2.openapiv3.json`, a byte copy of
 //! PagerDuty/api-schema) and against the limits PagerDuty documents outside
-//! the spec (FACTS.md §1.2-1.4).
+//! the spec (docs/pagerduty.md §1).
 //!
 //! The spec uses a small subset of JSON Schema: `$ref`, `type`, `properties`,
 //! `required`, `enum`, `items`, `format`. This walker interprets exactly that
