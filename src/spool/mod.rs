@@ -147,6 +147,8 @@ pub(crate) struct AcceptInput {
     event_action: EventAction,
     disposition: Disposition,
     encoded: Box<serde_json::value::RawValue>,
+    /// The same bytes, made by the request (not the writer) for the send cache.
+    wire: bytes::Bytes,
     claim: Option<u128>,
 }
 
@@ -359,9 +361,7 @@ impl Index {
         let id = self.next_id;
         undo.push(Undo::NextId(id));
         self.next_id += 1;
-        let len = input.encoded.get().len();
-        let wire = (self.wire_bytes + len <= WIRE_CACHE_BYTES)
-            .then(|| bytes::Bytes::copy_from_slice(input.encoded.get().as_bytes()));
+        let wire = (self.wire_bytes + input.wire.len() <= WIRE_CACHE_BYTES).then_some(input.wire);
         let class = match input.disposition {
             Disposition::Trigger(c) => Some(c),
             _ => None,
@@ -839,7 +839,9 @@ impl Spool {
     ) -> Result<Accepted, AcceptError> {
         // Encoded once, here: stored and sent as these bytes.
         let encoded = Record::encode_event(&t.event)?;
+        let wire = bytes::Bytes::copy_from_slice(encoded.get().as_bytes());
         let input = AcceptInput {
+            wire,
             action: action.to_owned(),
             routing_key: t.event.routing_key.expose().to_owned(),
             dedup: Arc::from(t.dedup_key.as_str()),
