@@ -272,16 +272,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_REQUEST_TIMEOUT", default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Most client connections open at once. At the cap, connections with no request in flight
-    /// are closed to make room; a new one that still finds none within 1 s is closed.
+    /// Most client connections open at once. At the cap, connections idle (no request in flight)
+    /// for a second or more are closed to make room; a new one that finds none within 1 s is closed.
     #[arg(long, env = "PPB_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N")]
     pub max_connections: usize,
 
-    /// Most connections open at once from one client IP; more are closed at once.
+    /// Most connections open at once from one client IP. Over it, that client's connections idle
+    /// for a second or more are closed to make room; a new one waits up to 1 s, then is closed.
     #[arg(
         long,
         env = "PPB_MAX_CONNECTIONS_PER_IP",
-        default_value_t = 256,
+        default_value_t = 512,
         value_name = "N"
     )]
     pub max_connections_per_ip: usize,

@@ -55,6 +55,13 @@ const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How long an idle connection asked to close may take over it (an HTTP/2
 /// GOAWAY) before it is dropped: it has no request to finish.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_millis(250);
+/// How long a connection must have been idle (or handshaking) before it can
+/// be closed to make room: a new connection whose request is still on its
+/// way is not idle, it is just young.
+const SHED_MIN_IDLE: Duration = Duration::from_secs(1);
+/// While a connection waits for a slot, how often idle connections are asked
+/// again to close: busy ones become idle as their requests finish.
+const SHED_EVERY: Duration = Duration::from_millis(50);
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -182,29 +189,36 @@ impl Drop for InFlight {
     }
 }
 
-/// Open connections per client IP, each IP with a signal that asks its idle
-/// connections to close.
+/// Connections per client IP: open, and waiting for a place.
 #[derive(Debug, Default)]
 struct PerIp {
-    open: std::sync::Mutex<std::collections::HashMap<IpAddr, (usize, Arc<tokio::sync::Notify>)>>,
+    peers: std::sync::Mutex<std::collections::HashMap<IpAddr, Peer>>,
     /// Told whenever a connection closes.
     freed: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    open: usize,
+    waiting: usize,
+    /// Asks this peer's idle connections to close.
+    shed: Arc<tokio::sync::Notify>,
 }
 
 /// One connection's place in [`PerIp`], given back when dropped.
 struct IpSlot(Arc<PerIp>, IpAddr);
 
 impl PerIp {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, (usize, Arc<tokio::sync::Notify>)>> {
-        self.open
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Peer>> {
+        self.peers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A place for a connection from `ip`; at the cap, the peer's idle
-    /// connections are asked to close and this waits up to `wait` for one.
+    /// A place for a connection from `ip`. At the cap, the peer's idle
+    /// connections are asked to close and this waits up to `wait` for one;
+    /// at most a quarter of the cap may wait at once, so that one peer cannot
+    /// fill the room where every new connection waits.
     async fn take(
         self: &Arc<Self>,
         ip: IpAddr,
@@ -212,36 +226,52 @@ impl PerIp {
         wait: Duration,
     ) -> Option<(IpSlot, Arc<tokio::sync::Notify>)> {
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
+        let mut waiting = false;
+        let outcome = loop {
             let freed = self.freed.notified();
             {
-                let mut map = self.lock();
-                let (n, shed) = map
-                    .entry(ip)
-                    .or_insert_with(|| (0, Arc::new(tokio::sync::Notify::new())));
-                if *n < cap {
-                    *n += 1;
-                    return Some((IpSlot(self.clone(), ip), shed.clone()));
+                let mut peers = self.lock();
+                let peer = peers.entry(ip).or_default();
+                if peer.open < cap {
+                    peer.open += 1;
+                    break Some((IpSlot(self.clone(), ip), peer.shed.clone()));
                 }
-                shed.notify_waiters();
+                if !waiting {
+                    if peer.waiting >= (cap / 4).max(1) {
+                        break None;
+                    }
+                    peer.waiting += 1;
+                    waiting = true;
+                }
+                peer.shed.notify_waiters();
             }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return None;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break None;
             }
+            let _ = tokio::time::timeout_at(deadline.min(now + SHED_EVERY), freed).await;
+        };
+        if waiting {
+            let mut peers = self.lock();
+            if let Some(peer) = peers.get_mut(&ip) {
+                peer.waiting -= 1;
+            }
+            peers.retain(|_, p| p.open > 0 || p.waiting > 0);
         }
+        outcome
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut map = self.0.lock();
-        if let Some((n, _)) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
+        let mut peers = self.0.lock();
+        if let Some(peer) = peers.get_mut(&self.1) {
+            peer.open -= 1;
+            if peer.open == 0 && peer.waiting == 0 {
+                peers.remove(&self.1);
             }
         }
-        drop(map);
+        drop(peers);
         self.0.freed.notify_waiters();
     }
 }
@@ -321,18 +351,9 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
                     "connection refused: this client has too many open (--max-connections-per-ip)");
                 return;
             };
-            let permit = match slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    shed.notify_waiters();
-                    match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
-                        Ok(Ok(p)) => p,
-                        _ => {
-                            tracing::warn!(peer = %peer.ip(), "connection refused: every slot is busy (--max-connections)");
-                            return;
-                        }
-                    }
-                }
+            let Some(permit) = slot(&slots, &shed).await else {
+                tracing::warn!(peer = %peer.ip(), "connection refused: every slot is busy (--max-connections)");
+                return;
             };
             drop(waiting);
             let _slots = (permit, ip_slot);
@@ -346,22 +367,29 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
                 }
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
-                    let stream = tokio::select! {
-                        r = handshake => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        () = shutdown.cancelled() => return,
-                        // A stalled handshake is idle too: it makes room.
-                        () = shed.notified() => return,
-                        () = peer_shed.notified() => return,
+                    tokio::pin!(handshake);
+                    let started = tokio::time::Instant::now();
+                    let stream = loop {
+                        tokio::select! {
+                            r = &mut handshake => match r {
+                                Ok(Ok(s)) => break s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            },
+                            () = shutdown.cancelled() => return,
+                            // A stalled handshake is idle too: it makes room.
+                            () = shed.notified() => {}
+                            () = peer_shed.notified() => {}
+                        }
+                        if started.elapsed() >= SHED_MIN_IDLE {
+                            return;
+                        }
                     };
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
@@ -376,6 +404,31 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
     tokio::select! {
         () = tracker.wait() => {}
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("requests still in flight after the drain timeout"),
+    }
+}
+
+/// A connection slot; at the cap, idle connections are asked (again and
+/// again) to close, for up to [`SLOT_WAIT`].
+async fn slot(
+    slots: &Arc<Semaphore>,
+    shed: &tokio::sync::Notify,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+    loop {
+        match slots.clone().try_acquire_owned() {
+            Ok(p) => return Some(p),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        shed.notify_waiters();
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let wait = slots.clone().acquire_owned();
+        if let Ok(Ok(p)) = tokio::time::timeout_at(deadline.min(now + SHED_EVERY), wait).await {
+            return Some(p);
+        }
     }
 }
 
@@ -447,7 +500,9 @@ fn close_if_idle<C: GracefulConnection>(
     conn: std::pin::Pin<&mut C>,
     activity: &Activity,
 ) -> Option<tokio::time::Instant> {
-    activity.idle_for()?;
+    if activity.idle_for()? < SHED_MIN_IDLE {
+        return None;
+    }
     conn.graceful_close();
     Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE)
 }

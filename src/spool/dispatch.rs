@@ -9,8 +9,8 @@
 //! - 2xx: done.
 //! - 429: pause the routing key for `Retry-After` / `ratelimit-reset` when
 //!   given (at most `retry_max`), else `rate_limit_pause`, and lower the
-//!   key's pace to just under what PagerDuty took over the last second; the
-//!   pace rises again with each success.
+//!   key's pace to 85% of what PagerDuty took over the last second; the
+//!   pace rises again with each success (about +0.25 events/s per second).
 //! - 5xx, timeouts, connection errors: the routing key is failing. Its other
 //!   events wait without attempts of their own while one send at a time
 //!   probes it, every `retry_initial`; the first success makes every waiting
@@ -137,8 +137,9 @@ impl KeyState {
             self.recent.pop_front();
         }
         if let Some(rate) = self.adaptive_rate {
-            // About +0.5 events/s for every second at this pace.
-            let raised = rate + 0.5 / rate.max(1.0);
+            // About +0.25 events/s for every second at this pace: slow
+            // enough that an overshoot costs a 429 or two every few seconds.
+            let raised = rate + 0.25 / rate.max(1.0);
             self.adaptive_rate = (raised < configured_per_sec).then_some(raised);
             if self.adaptive_rate.is_none() {
                 self.next_send = None;
@@ -167,7 +168,7 @@ impl KeyState {
             .filter(|t| now.duration_since(**t) <= Duration::from_secs(1))
             .count() as f64;
         let current = self.adaptive_rate.unwrap_or(configured_per_sec);
-        let rate = if taken >= 2.0 { 0.9 * taken } else { current / 2.0 };
+        let rate = if taken >= 2.0 { 0.85 * taken } else { current / 2.0 };
         self.adaptive_rate = Some(rate.clamp(MIN_ADAPTIVE_RATE, configured_per_sec.max(MIN_ADAPTIVE_RATE)));
     }
 }

@@ -437,6 +437,8 @@ async fn connection_floods_do_not_lock_out_the_intake() {
     for ip in 3..9 {
         prefaces.extend(flood(&format!("127.0.0.{ip}"), b.addr, 32, H2_PREFACE).await);
     }
+    // Connections become candidates for closing once idle for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     webhook_within_a_second(&b.intake("oncall"), &fresh(), 2).await;
     drop((idle, prefaces));
     double.wait_accepted(2, WAIT).await;
@@ -465,6 +467,7 @@ async fn stalled_tls_handshakes_do_not_lock_out_the_intake() {
     for ip in 2..8 {
         stalled.extend(flood(&format!("127.0.0.{ip}"), b.addr, 16, b"").await);
     }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).expect("ca");
     let trusting = client_builder().tls_certs_only([ca]).build().expect("client");
     let url = format!("https://127.0.0.1:{}/v1/prefect/oncall", b.addr.port());

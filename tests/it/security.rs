@@ -476,7 +476,8 @@ async fn connections_are_capped() {
     // closed to make room for a new one.
     let _idle1 = TcpStream::connect(b.addr).expect("connect");
     let _idle2 = TcpStream::connect(b.addr).expect("connect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Closed to make room once idle for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = quick.get(&url).send().await.expect("idle connections make room");
     assert_eq!(res.status().as_u16(), 200);
 }
