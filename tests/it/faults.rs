@@ -512,6 +512,57 @@ async fn a_connection_that_sends_nothing_is_closed_at_its_first_byte_deadline() 
     );
 }
 
+#[tokio::test]
+async fn an_idle_tls_connection_is_closed_at_its_first_request_deadline() {
+    let certs = crate::security::pki("ecdsa");
+    let double = Double::start().await;
+    let cert = certs.dir.path().join("cert.pem");
+    let key = certs.dir.path().join("key.pem");
+    let b = serve_oncall(
+        &double,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+            "--request-timeout",
+            "1s",
+        ],
+    );
+    // A client that completes the handshake (offering h2) and then says nothing.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(certs.ca_pem.as_bytes()).expect("ca pem");
+    roots.add(ca).expect("ca");
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(b.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        use tokio::io::AsyncReadExt as _;
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("an idle TLS connection was held for 10 s"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "held for {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_retry_after_values_are_clamped() {
     let double = Double::start().await;
