@@ -444,25 +444,41 @@ async fn connection_floods_do_not_lock_out_the_intake() {
     double.wait_accepted(2, WAIT).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_tls_handshakes_do_not_lock_out_the_intake() {
+/// A bridge serving HTTPS with a certificate from a CA made here, plus `extra` flags.
+async fn tls_bridge(extra: &[&str]) -> (crate::security::Pki, Double, Bridge) {
     let certs = crate::security::pki("ecdsa");
     let double = Double::start().await;
     let cert = certs.dir.path().join("cert.pem");
     let key = certs.dir.path().join("key.pem");
-    let b = serve_oncall(
-        &double,
-        &[
-            "--tls-cert",
-            cert.to_str().expect("utf-8"),
-            "--tls-key",
-            key.to_str().expect("utf-8"),
-            "--max-connections",
-            "64",
-            "--max-connections-per-ip",
-            "16",
-        ],
-    );
+    let tls = [
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ];
+    let b = serve_oncall(&double, &[&tls[..], extra].concat());
+    (certs, double, b)
+}
+
+/// Reads until the bridge closes the connection; returns how long that took
+/// (panics after 10 s).
+async fn closed_after(mut stream: impl tokio::io::AsyncRead + Unpin) -> Duration {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue, // SETTINGS, GOAWAY
+            Err(_) => panic!("an idle connection was held for 10 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_do_not_lock_out_the_intake() {
+    let (certs, _double, b) =
+        tls_bridge(&["--max-connections", "64", "--max-connections-per-ip", "16"]).await;
     let mut stalled = Vec::new();
     for ip in 2..8 {
         stalled.extend(flood(&format!("127.0.0.{ip}"), b.addr, 16, b"").await);
@@ -494,41 +510,13 @@ async fn a_connection_that_sends_nothing_is_closed_at_its_first_byte_deadline() 
     assert!(elapsed.1 < Duration::from_secs(3), "held for {:?}", elapsed.1);
     // An h2c connection that sent its preface and nothing else, likewise.
     let mut h2 = flood("127.0.0.1", addr, 1, H2_PREFACE).await;
-    let mut s = h2.pop().expect("connected");
-    let started = Instant::now();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        use tokio::io::AsyncReadExt as _;
-        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => continue, // SETTINGS, GOAWAY
-            Err(_) => panic!("an idle h2c connection was held for 10 s"),
-        }
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "held for {:?}",
-        started.elapsed()
-    );
+    let took = closed_after(h2.pop().expect("connected")).await;
+    assert!(took < Duration::from_secs(3), "held for {took:?}");
 }
 
 #[tokio::test]
 async fn an_idle_tls_connection_is_closed_at_its_first_request_deadline() {
-    let certs = crate::security::pki("ecdsa");
-    let double = Double::start().await;
-    let cert = certs.dir.path().join("cert.pem");
-    let key = certs.dir.path().join("key.pem");
-    let b = serve_oncall(
-        &double,
-        &[
-            "--tls-cert",
-            cert.to_str().expect("utf-8"),
-            "--tls-key",
-            key.to_str().expect("utf-8"),
-            "--request-timeout",
-            "1s",
-        ],
-    );
+    let (certs, _double, b) = tls_bridge(&["--request-timeout", "1s"]).await;
     // A client that completes the handshake (offering h2) and then says nothing.
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject as _;
@@ -545,22 +533,9 @@ async fn an_idle_tls_connection_is_closed_at_its_first_request_deadline() {
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(b.addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("handshake");
-    let started = Instant::now();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        use tokio::io::AsyncReadExt as _;
-        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("an idle TLS connection was held for 10 s"),
-        }
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "held for {:?}",
-        started.elapsed()
-    );
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    let took = closed_after(tls).await;
+    assert!(took < Duration::from_secs(3), "held for {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
