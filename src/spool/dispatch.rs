@@ -78,6 +78,8 @@ const MIN_ADAPTIVE_RATE: f64 = 0.1;
 /// What the dispatcher knows about one routing key beyond its rate limit.
 #[derive(Debug, Default)]
 pub(super) struct KeyState {
+    /// After a 429: nothing is sent before this.
+    paused_until: Option<Instant>,
     /// Its sends fail (5xx, network): one probe at a time.
     failing: bool,
     /// A probe is in flight.
@@ -94,8 +96,16 @@ pub(super) struct KeyState {
 }
 
 impl KeyState {
+    /// Whether a 429 pause holds at `now`.
+    pub(super) fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| t > now)
+    }
+
     /// Whether a send may go now; when not, until when it waits.
     fn gate(&self, now: Instant) -> Result<(), Instant> {
+        if let Some(t) = self.paused_until.filter(|t| *t > now) {
+            return Err(t);
+        }
         if self.failing {
             match self.next_probe {
                 _ if self.probing => return Err(later(now, Duration::from_secs(1))),
@@ -158,10 +168,12 @@ impl KeyState {
         first
     }
 
-    /// A 429: pace the key just under what PagerDuty took over the last
-    /// second, or at half the pace it had.
-    fn rate_limited(&mut self, now: Instant, configured_per_sec: f64) {
+    /// A 429: pause the key until `until` (sends already in flight may bring
+    /// more 429s: the latest end holds), and pace it at 85% of what
+    /// PagerDuty took over the last second, or at half the pace it had.
+    fn rate_limited(&mut self, now: Instant, until: Instant, configured_per_sec: f64) {
         self.probing = false;
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
         let taken = self
             .recent
             .iter()
@@ -284,11 +296,6 @@ fn select(
         }
         if e.due > now {
             soon(e.due, &mut next);
-            continue;
-        }
-        if let Some(until) = idx.paused.get(&e.key).filter(|t| **t > now) {
-            soon(*until, &mut next);
-            blocked.push(e.key.clone());
             continue;
         }
         if let Some(Err(until)) = idx.keys.get(&e.key).map(|k| k.gate(now)) {
@@ -499,14 +506,7 @@ fn finish(spool: &Spool, w: Work, mut record: Record, outcome: Outcome) {
             idx.keys
                 .entry(w.key.clone())
                 .or_default()
-                .rate_limited(now, configured);
-            // Sends already in flight may bring more 429s; keep the latest end.
-            let until = idx
-                .paused
-                .get(&w.key)
-                .copied()
-                .map_or(later(now, pause), |t| t.max(later(now, pause)));
-            idx.paused.insert(w.key.clone(), until);
+                .rate_limited(now, later(now, pause), configured);
             record.last_error = Some("429 Too Many Requests".to_owned());
             tracing::warn!(action = %record.action, routing_key, dedup_key, status,
                 pause_secs = pause.as_secs(), "PagerDuty rate-limited the event; pausing this routing key");

@@ -104,8 +104,7 @@ struct Index {
     /// Queued events per routing key.
     per_key: HashMap<Arc<str>, usize>,
     open: HashMap<AlertId, Open>,
-    paused: HashMap<Arc<str>, Instant>,
-    /// Per routing key: outage probing and adaptive pace.
+    /// Per routing key: 429 pauses, outage probing and adaptive pace.
     keys: HashMap<Arc<str>, dispatch::KeyState>,
     next_id: u64,
     counters: Counters,
@@ -871,7 +870,7 @@ impl Spool {
             in_flight: idx.in_flight,
             open_alerts: idx.open.len(),
             dead_letters: dead,
-            paused_keys: idx.paused.values().filter(|t| **t > now).count(),
+            paused_keys: idx.keys.values().filter(|k| k.is_paused(now)).count(),
             quarantined,
             unavailable,
             counters: idx.counters,
