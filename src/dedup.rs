@@ -106,6 +106,11 @@ impl Seen {
         self.current.insert(k, at);
     }
 
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.previous.is_empty()
+    }
+
     /// Takes a claim back (its commit failed).
     pub fn remove(&mut self, k: u128) {
         self.current.remove(&k);

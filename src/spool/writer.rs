@@ -82,7 +82,8 @@ struct Writer {
     /// Non-durable changes committed since the last durable commit: if the
     /// file has to be opened again, redb may have dropped them.
     not_durable: Vec<Change>,
-    last_expire: Instant,
+    /// When expired idempotency claims were last deleted from the file.
+    last_expire: Option<Instant>,
 }
 
 impl Writer {
@@ -91,7 +92,7 @@ impl Writer {
             shared,
             pending: Vec::new(),
             not_durable: Vec::new(),
-            last_expire: Instant::now(),
+            last_expire: None,
         }
     }
 
@@ -203,13 +204,20 @@ impl Writer {
                 undos.push(undo);
             }
         }
-        if self.last_expire.elapsed() >= EXPIRE_EVERY {
-            self.last_expire = Instant::now();
-            let before = self.shared.lock().seen.forget_before(now_u64());
-            changes.push(Change {
-                seen_expire_before: Some(before),
-                ..Change::default()
-            });
+        if self.last_expire.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {
+            // The first round clears what an earlier run left past its
+            // time; after that, a bridge that was never asked to remember
+            // an event id has nothing to forget and writes nothing.
+            let first = self.last_expire.is_none();
+            self.last_expire = Some(Instant::now());
+            let idx = self.shared.lock();
+            if first || !idx.seen.is_empty() {
+                let before = idx.seen.forget_before(now_u64());
+                changes.push(Change {
+                    seen_expire_before: Some(before),
+                    ..Change::default()
+                });
+            }
         }
         durable |= self.not_durable.len() >= MAX_NOT_DURABLE;
         let all: Vec<&Change> = self.pending.iter().chain(changes.iter()).collect();
