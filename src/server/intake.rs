@@ -7,33 +7,21 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
 use super::State;
+use super::error::ApiError;
 use super::response::{self, Body};
 use crate::prefect;
-use crate::spool::{AcceptError, Accepted};
+use crate::spool::Accepted;
 use crate::translate;
 
 /// Handles one webhook for the action called `name`.
-pub async fn handle<B>(state: &State, name: &str, req: Request<B>) -> Response<Body>
+pub(super) async fn handle<B>(state: &State, name: &str, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let action = state.actions().get(name).cloned();
     let Some(action) = action.as_ref() else {
-        let names: Vec<String> = state.actions().names().into_iter().map(str::to_owned).collect();
-        let detail = if names.is_empty() {
-            format!(
-                "no action named {name:?}: none is configured; start the bridge with --action NAME=ROUTING_KEY"
-            )
-        } else {
-            format!(
-                "no action named {name:?}; configured actions: {}",
-                names.join(", ")
-            )
-        };
-        let mut body = json!({"error": "unknown_action", "detail": detail, "actions": names});
-        body["action"] = json!(name);
-        return response::json(StatusCode::NOT_FOUND, &body);
+        return Err(state.unknown_action(name));
     };
     let event_id_header = req
         .headers()
@@ -44,24 +32,18 @@ where
         state.request_timeout,
         Limited::new(req.into_body(), state.max_body).collect(),
     );
-    let Ok(read) = read.await else {
-        return super::request_timeout(state);
-    };
-    let body = match read {
+    let body = match read.await.map_err(|_| state.timed_out())? {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return response::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the body is over the {}-byte limit (--max-body)", state.max_body),
-            );
+            return Err(ApiError::PayloadTooLarge {
+                limit: state.max_body,
+            });
         }
         Err(e) => {
-            return response::error(
-                StatusCode::BAD_REQUEST,
-                "body_read_failed",
-                format!("could not read the body: {e}"),
-            );
+            return Err(ApiError::BadRequest {
+                code: "body_read_failed",
+                detail: format!("could not read the body: {e}"),
+            });
         }
     };
 
@@ -82,43 +64,31 @@ where
         Ok(Accepted::Ignored { reason }) => {
             tracing::info!(action = %action.name, dedup_key = %t.dedup_key, reason,
                 prefect_event = notification.event.as_deref().unwrap_or_default(), "nothing to send");
-            return response::json(
+            return Ok(response::json(
                 StatusCode::OK,
                 &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key}),
-            );
+            ));
         }
         Ok(Accepted::Superseded) => {
-            return response::json(
+            return Ok(response::json(
                 StatusCode::ACCEPTED,
                 &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
                         "detail": "the trigger it resolves was still queued; neither is sent"}),
-            );
+            ));
         }
         Ok(Accepted::Duplicate) => {
             tracing::info!(action = %action.name,
                 prefect_event_id = %crate::logging::escape(event_id.as_deref().unwrap_or_default()),
                 "duplicate delivery; nothing sent");
-            return response::json(
+            return Ok(response::json(
                 StatusCode::OK,
                 &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
                         "event_action": event_action}),
-            );
+            ));
         }
-        Err(AcceptError::Full) => {
-            tracing::error!(action = %action.name, "spool full; refusing the webhook");
-            return response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_full",
-                AcceptError::Full.to_string(),
-            );
-        }
-        Err(AcceptError::Storage(e)) => {
-            tracing::error!(action = %action.name, error = %e, "spool commit failed; refusing the webhook");
-            return response::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_unavailable",
-                "the event could not be stored durably; retry later",
-            );
+        Err(e) => {
+            tracing::error!(action = %action.name, error = %e, "the spool did not take the event; refusing the webhook");
+            return Err(e.into());
         }
     };
     // One info line per event is written when it is delivered; acceptance
@@ -145,7 +115,7 @@ where
         severity: payload.map(|p| p.severity),
         summary: payload.map(|p| p.summary.as_str()),
     };
-    response::json(StatusCode::ACCEPTED, &answer)
+    Ok(response::json(StatusCode::ACCEPTED, &answer))
 }
 
 /// The `202` body of an accepted webhook.

@@ -1,27 +1,24 @@
-//! The HTTP server. Routes:
-//! * `POST /v1/prefect/{action}`: the Prefect webhook intake ([`intake`]).
-//! * `GET /healthz`: `200 {"status":"ok"}` while serving (liveness).
-//! * `GET /readyz`: `200 {"status":"ready"}` while the spool can take events,
-//!   else `503` with the reason (readiness).
-//! * `GET /v1/actions`: the configured actions, routing keys redacted.
-//! * `GET /v1/spool`: spool figures (queued, open alerts, dead letters, …).
-//! * `GET /v1/dead-letters`: events PagerDuty refused or that ran out of time.
-//! * `POST /v1/dead-letters/{id}/retry`: queue one again, as a new event.
-//! * `DELETE /v1/dead-letters/{id}`: purge one.
-//!
-//! Everything else is a JSON 404; a known path with the wrong method is 405.
+//! The HTTP server: accepts connections (plain or TLS), bounds them (per
+//! client and overall, idle and first-request deadlines), and hands each
+//! request to its [`routes::Route`]. The route table, with who may call
+//! each route, is in [`routes`]; every error's status and body in [`error`].
 
-pub mod actions;
-pub mod auth;
-pub mod intake;
-pub mod response;
-pub mod tls;
+mod actions;
+pub(crate) mod auth;
+mod error;
+mod intake;
+mod response;
+mod routes;
+pub(crate) mod tls;
+
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,8 +36,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::actions::Actions;
 use crate::spool::Spool;
 use crate::translate;
-use auth::{Denied, Role, Tokens};
+use auth::Tokens;
+use error::ApiError;
 use response::Body;
+use routes::{Access, Route};
 
 /// Longest a client may take to send its request head (less when
 /// `--request-timeout` is shorter).
@@ -524,204 +523,142 @@ where
     }
 }
 
-/// Applies the whole-request time limit (slow bodies included) and the
-/// per-client-IP rate limit, then routes.
-async fn timed(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// Applies the per-client-IP rate limit and the whole-request time limit
+/// (slow bodies included), then routes.
+async fn timed<B>(state: &State, req: Request<B>, peer: SocketAddr) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     if let Some(limiter) = &state.ingress
         && let Err(not_until) = limiter.check_key(&peer.ip())
     {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut res = response::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "too many requests from {}; retry in {secs} s (--ingress-rate)",
-                peer.ip()
-            ),
-        );
-        res.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs.max(1)));
-        return res;
+        let retry_after = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        return ApiError::RateLimited {
+            client: peer.ip(),
+            retry_after,
+        }
+        .into_response();
     }
     // The intake bounds its own body read: once an event reaches the spool
     // its answer is worth waiting for (it is applied either way).
-    if req.uri().path().starts_with("/v1/prefect/") {
-        return route(state, req, peer.ip()).await;
-    }
-    match tokio::time::timeout(state.request_timeout, route(state, req, peer.ip())).await {
-        Ok(res) => res,
-        Err(_) => request_timeout(state),
-    }
+    let result = if req.uri().path().starts_with("/v1/prefect/") {
+        route(state, req, peer.ip()).await
+    } else {
+        tokio::time::timeout(state.request_timeout, route(state, req, peer.ip()))
+            .await
+            .unwrap_or_else(|_| Err(state.timed_out()))
+    };
+    result.unwrap_or_else(ApiError::into_response)
 }
 
-/// `408` for a request that did not arrive in full in time.
-pub(crate) fn request_timeout(state: &State) -> Response<Body> {
-    let mut res = response::error(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        format!(
-            "the request did not arrive in full within {:?} (--request-timeout)",
-            state.request_timeout
-        ),
-    );
-    res.headers_mut()
-        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    res
-}
+impl State {
+    /// `/v1/spool`: the spool's figures.
+    fn stats(&self) -> crate::spool::Stats {
+        self.spool.stats()
+    }
 
-/// The response for a refused request.
-fn denied(d: Denied, what: &str) -> Response<Body> {
-    match d {
-        Denied::Unauthenticated => {
-            let mut res = response::error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!("{what}: send a valid token as `Authorization: Bearer <token>`"),
-            );
-            res.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            res
+    /// The error for an action name that is not configured.
+    pub(crate) fn unknown_action(&self, name: &str) -> ApiError {
+        ApiError::UnknownAction {
+            name: name.to_owned(),
+            known: self.actions().names().into_iter().map(str::to_owned).collect(),
         }
-        Denied::Forbidden { needs, has } => response::error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{what} needs the {needs} role; this token has {has}"),
-        ),
+    }
+
+    /// The error for a request that did not arrive in full in time.
+    pub(crate) fn timed_out(&self) -> ApiError {
+        ApiError::RequestTimeout {
+            limit: self.request_timeout,
+        }
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+/// Finds the route, checks its access, runs its handler.
+async fn route<B>(state: &State, req: Request<B>, peer: IpAddr) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let path = req.uri().path().to_owned();
-    if let Some(rest) = path.strip_prefix("/v1/prefect/") {
-        let name = rest.strip_suffix('/').unwrap_or(rest);
-        if name.is_empty() || name.contains('/') {
-            return response::not_found(&path);
-        }
-        if req.method() != Method::POST {
-            return response::method_not_allowed("POST");
-        }
-        if let Err(d) = state.tokens.webhook(req.headers()) {
-            return denied(d, "the Prefect intake needs the webhook token");
-        }
-        return intake::handle(state, name, req).await;
+    let method = req.method().clone();
+    let route = Route::parse(&method, &path)?;
+    let denied = match route.access() {
+        Access::Public => None,
+        Access::Webhook => state
+            .tokens
+            .webhook(req.headers())
+            .err()
+            .map(|d| ApiError::denied(d, "the Prefect intake needs the webhook token".to_owned())),
+        Access::Api(needs) => state
+            .tokens
+            .api(req.headers(), peer, needs)
+            .err()
+            .map(|d| ApiError::denied(d, format!("{method} {path}"))),
+    };
+    if let Some(e) = denied {
+        return Err(e);
     }
-    let get = req.method() == Method::GET || req.method() == Method::HEAD;
-    if path == "/readyz" {
-        return if !get {
-            response::method_not_allowed("GET, HEAD")
-        } else if let Some(reason) = state.spool.unready() {
-            response::error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
-        } else {
-            response::json(StatusCode::OK, &json!({"status": "ready"}))
-        };
-    }
-    if path == "/healthz" {
-        return if get {
-            response::json(StatusCode::OK, &json!({"status": "ok"}))
-        } else {
-            response::method_not_allowed("GET, HEAD")
-        };
-    }
-    if let Some(needs) = required_role(&path, req.method())
-        && let Err(d) = state.tokens.api(req.headers(), peer, needs)
-    {
-        return denied(d, &format!("{} {path}", req.method()));
-    }
-    if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
-        return dead_letter(state, rest, req.method()).await;
-    }
-    if let Some(rest) = path.strip_prefix("/v1/actions/").filter(|r| !r.is_empty()) {
-        let method = req.method().clone();
-        return actions::handle(state, Some(rest), &method, bytes::Bytes::new()).await;
-    }
-    match path.as_str() {
-        "/v1/actions" => {
-            let method = req.method().clone();
-            let body = read_small_body(state, req).await;
-            actions::handle(state, None, &method, body).await
-        }
-        "/v1/spool" if get => response::json(StatusCode::OK, &json!(state.spool.stats())),
-        "/v1/dead-letters" if get => match state.spool.dead_letters() {
-            Ok(list) => response::json(StatusCode::OK, &json!({"dead_letters": list})),
-            Err(e) => internal(&e),
+    match route {
+        Route::Intake { action } => intake::handle(state, action, req).await,
+        Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Ready => match state.spool.unready() {
+            Some(reason) => Err(ApiError::NotReady { reason }),
+            None => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),
         },
-        "/v1/spool" | "/v1/dead-letters" => response::method_not_allowed("GET, HEAD"),
-        _ => response::not_found(&path),
+        Route::ListActions => Ok(actions::list(state)),
+        Route::CreateAction => actions::create(state, &read_small_body(state, req).await).await,
+        Route::DeleteAction { name } => actions::delete(state, name).await,
+        Route::TestAction { name } => actions::test(state, name).await,
+        Route::SpoolStats => Ok(response::json(StatusCode::OK, &state.stats())),
+        Route::ListDeadLetters => {
+            let list = state.spool.dead_letters()?;
+            Ok(response::json(StatusCode::OK, &json!({"dead_letters": list})))
+        }
+        Route::RetryDeadLetter { id } => {
+            let id = dead_letter_id(id)?;
+            match state.spool.retry_dead_letter(id).await? {
+                Some(new_id) => Ok(response::json(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "queued", "id": new_id, "was": id}),
+                )),
+                None => Err(no_such_dead_letter(id)),
+            }
+        }
+        Route::PurgeDeadLetter { id } => {
+            let id = dead_letter_id(id)?;
+            if state.spool.purge_dead_letter(id).await? {
+                Ok(response::json(
+                    StatusCode::OK,
+                    &json!({"status": "purged", "id": id}),
+                ))
+            } else {
+                Err(no_such_dead_letter(id))
+            }
+        }
     }
 }
 
-fn internal(e: &dyn std::fmt::Display) -> Response<Body> {
-    tracing::error!(error = %e, "request failed");
-    response::error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the bridge could not complete the request; see its log",
-    )
+fn dead_letter_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::Missing {
+        code: "not_found",
+        detail: format!("{id:?} is not a dead letter id"),
+    })
 }
 
-/// `POST /v1/dead-letters/{id}/retry` and `DELETE /v1/dead-letters/{id}`.
-async fn dead_letter(state: &State, rest: &str, method: &Method) -> Response<Body> {
-    let (id, retry) = match rest.strip_suffix("/retry") {
-        Some(id) => (id, true),
-        None => (rest, false),
-    };
-    let Ok(id) = id.parse::<u64>() else {
-        return response::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{id:?} is not a dead letter id"),
-        );
-    };
-    let missing = || {
-        response::error(
-            StatusCode::NOT_FOUND,
-            "no_such_dead_letter",
-            format!("no dead letter {id}"),
-        )
-    };
-    match (retry, method) {
-        (true, &Method::POST) => match state.spool.retry_dead_letter(id).await {
-            Ok(Some(new_id)) => response::json(
-                StatusCode::ACCEPTED,
-                &json!({"status": "queued", "id": new_id, "was": id}),
-            ),
-            Ok(None) => missing(),
-            Err(e) => internal(&e),
-        },
-        (false, &Method::DELETE) => match state.spool.purge_dead_letter(id).await {
-            Ok(true) => response::json(StatusCode::OK, &json!({"status": "purged", "id": id})),
-            Ok(false) => missing(),
-            Err(e) => internal(&e),
-        },
-        (true, _) => response::method_not_allowed("POST"),
-        (false, _) => response::method_not_allowed("DELETE"),
+fn no_such_dead_letter(id: u64) -> ApiError {
+    ApiError::Missing {
+        code: "no_such_dead_letter",
+        detail: format!("no dead letter {id}"),
     }
-}
-
-/// The role an API endpoint needs; `None` for paths that are not the API.
-pub fn required_role(path: &str, method: &Method) -> Option<Role> {
-    let write = !(method == Method::GET || method == Method::HEAD);
-    if path == "/v1/actions" || path.starts_with("/v1/actions/") {
-        return Some(if write { Role::User } else { Role::Viewer });
-    }
-    if path == "/v1/spool" || path == "/v1/dead-letters" {
-        return Some(Role::Viewer);
-    }
-    if let Some(rest) = path.strip_prefix("/v1/dead-letters/") {
-        return Some(match *method {
-            Method::DELETE => Role::Admin,
-            _ if rest.ends_with("/retry") => Role::User,
-            _ => Role::Viewer,
-        });
-    }
-    None
 }
 
 /// An API request body, capped at 64 KiB (an action is a few hundred bytes).
-async fn read_small_body(state: &State, req: Request<Incoming>) -> bytes::Bytes {
+async fn read_small_body<B>(state: &State, req: Request<B>) -> bytes::Bytes
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     use http_body_util::BodyExt;
     let limit = state.max_body.min(64 * 1024);
     http_body_util::Limited::new(req.into_body(), limit)

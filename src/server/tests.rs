@@ -1,0 +1,161 @@
+//! Every route × every kind of credential, through a real listener.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use http::Method;
+
+use super::routes::{Route, tests::ALL, tests::example};
+use crate::app::App;
+use crate::config::{Cli, Command, ServeConfig};
+
+const WEBHOOK: &str = "webhook-token-1234";
+const VIEWER: &str = "viewer-token-1234";
+const USER: &str = "user-token-12345";
+const ADMIN: &str = "admin-token-1234";
+const KEY: &str = "R0UTINGKEYAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Who sends a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Caller {
+    Nobody,
+    Webhook,
+    Viewer,
+    User,
+    Admin,
+}
+
+impl Caller {
+    fn token(self) -> Option<&'static str> {
+        match self {
+            Self::Nobody => None,
+            Self::Webhook => Some(WEBHOOK),
+            Self::Viewer => Some(VIEWER),
+            Self::User => Some(USER),
+            Self::Admin => Some(ADMIN),
+        }
+    }
+}
+
+/// The status each route must answer each caller, written out by hand
+/// (not derived from `Route::access`, which is what is under test).
+fn expected(route: &Route<'_>, caller: Caller) -> u16 {
+    use Caller::*;
+    let api = |least: Caller, ok: u16| match caller {
+        Nobody | Webhook => 401,
+        c if c < least => 403,
+        _ => ok,
+    };
+    match route {
+        Route::Intake { .. } => {
+            if caller == Webhook {
+                202
+            } else {
+                401
+            }
+        }
+        Route::Health | Route::Ready => 200,
+        Route::ListActions | Route::SpoolStats | Route::ListDeadLetters => api(Viewer, 200),
+        Route::CreateAction => api(User, 201),
+        Route::DeleteAction { .. } => api(User, 404),
+        Route::TestAction { .. } => api(User, 202),
+        Route::RetryDeadLetter { .. } => api(User, 404),
+        Route::PurgeDeadLetter { .. } => api(Admin, 404),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_caller_as_its_access_says() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("s.redb");
+    let args = [
+        "prefect-pagerduty-bridge",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dry-run",
+        "--spool",
+        spool.to_str().expect("utf-8 path"),
+        "--action",
+        &format!("oncall={KEY}"),
+        "--webhook-token",
+        WEBHOOK,
+        "--api-token",
+        &format!("viewer:{VIEWER}"),
+        "--api-token",
+        &format!("user:{USER}"),
+        "--api-token",
+        &format!("admin:{ADMIN}"),
+    ];
+    let Command::Serve(serve) = Cli::try_parse_from(args).expect("flags").command else {
+        panic!("not serve");
+    };
+    let app = App::start(ServeConfig::from_args(&serve).expect("config"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", app.local_addr());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let failed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/examples/flow-run-failed.json"
+    ))
+    .expect("fixture");
+    let callers = [
+        Caller::Nobody,
+        Caller::Webhook,
+        Caller::Viewer,
+        Caller::User,
+        Caller::Admin,
+    ];
+    let mut checked = 0;
+    for route in ALL {
+        let (method, path) = example(&route);
+        for (n, caller) in callers.into_iter().enumerate() {
+            let mut req = http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = caller.token() {
+                req = req.bearer_auth(t);
+            }
+            req = match route {
+                // A new action per caller, so each create can succeed.
+                Route::CreateAction => {
+                    req.json(&serde_json::json!({"name": format!("new-{n}"), "routing_key": KEY}))
+                }
+                // A new event id per caller, so none is a duplicate.
+                Route::Intake { .. } => req.body(String::from_utf8_lossy(&failed).replace(
+                    "01a2214c-827e-7f4d-8af1-2c04918bd893",
+                    &format!("01a2214c-827e-7f4d-8af1-2c04918bd89{n}"),
+                )),
+                _ => req,
+            };
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            let want = expected(&route, caller);
+            let body: serde_json::Value = if method == Method::HEAD {
+                serde_json::Value::Null
+            } else {
+                res.json().await.expect("a JSON body")
+            };
+            assert_eq!(status, want, "{method} {path} as {caller:?}: {body}");
+            if status >= 400 {
+                assert!(body["error"].is_string(), "{method} {path} as {caller:?}: {body}");
+            }
+            if status == 401 || status == 403 {
+                assert_eq!(
+                    body["error"],
+                    if status == 401 {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    }
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, ALL.len() * callers.len());
+    app.shutdown().await;
+}
