@@ -2,7 +2,6 @@
 //! delivery workers and the server, and shuts both down in order (stop
 //! accepting, finish requests in flight, drain the queue).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -11,15 +10,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
+use crate::deliver;
 use crate::pagerduty::client::Client;
 use crate::server::{self, State};
+use crate::sink::DryRun;
 use crate::spool::Spool;
-use crate::spool::dispatch::{self, Sink};
 
 /// A running bridge.
 #[derive(Debug)]
 pub struct App {
-    addr: SocketAddr,
+    #[cfg(test)]
+    addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -34,16 +35,18 @@ impl App {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let sink = if config.dry_run {
-            Sink::DryRun
+        // Built before anything is opened: a client that cannot be built
+        // fails the start.
+        let client = if config.dry_run {
+            None
         } else {
-            Sink::PagerDuty(Client::try_new(&config.pagerduty_url)?)
+            Some(Client::try_new(&config.pagerduty_url)?)
         };
         let seen = crate::dedup::Limits {
             ttl: config.dedup_ttl,
             capacity: config.dedup_capacity,
         };
-        let spool = Spool::open_with(&config.spool, config.delivery.clone(), seen)
+        let spool = Spool::open_file(&config.spool, config.queue_capacity, seen)
             .with_context(|| format!("opening the spool {}", config.spool.display()))?;
         let mut actions = config.actions.clone();
         let fixed_actions = actions.names().into_iter().map(str::to_owned).collect();
@@ -57,7 +60,9 @@ impl App {
                 tracing::warn!(action = %stored.name, "a stored action has the name of an --action; the flag wins");
             }
         }
+        let keys = deliver::Keys::default();
         let state = Arc::new(State {
+            keys: keys.clone(),
             actions: std::sync::RwLock::new(actions),
             fixed_actions,
             options: config.translate.clone(),
@@ -65,9 +70,9 @@ impl App {
             max_body: config.max_body,
             tokens: config.tokens.clone(),
             request_timeout: config.request_timeout,
-            ingress: config.ingress_rate.map(|(n, per)| {
-                governor::RateLimiter::keyed(crate::spool::dispatch::window_quota(n, per, n))
-            }),
+            ingress: config
+                .ingress_rate
+                .map(|(n, per)| governor::RateLimiter::keyed(deliver::window_quota(n, per, n))),
         });
         let tls = match &config.tls {
             Some((cert, key)) => Some(server::tls::acceptor(cert, key).context("setting up TLS")?),
@@ -96,7 +101,11 @@ impl App {
         );
         let shutdown = CancellationToken::new();
         let stop_dispatch = CancellationToken::new();
-        let dispatcher = tokio::spawn(dispatch::run(spool, sink, stop_dispatch.clone()));
+        let (settings, stop) = (config.delivery.clone(), stop_dispatch.clone());
+        let dispatcher = match client {
+            Some(client) => tokio::spawn(deliver::run(spool, client, settings, keys, stop)),
+            None => tokio::spawn(deliver::run(spool, DryRun, settings, keys, stop)),
+        };
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
             // Stop accepting and finish requests in flight first, so that
@@ -118,11 +127,17 @@ impl App {
             let _ = dispatcher.await;
             tracing::info!("stopped");
         });
-        Ok(Self { addr, shutdown, task })
+        Ok(Self {
+            #[cfg(test)]
+            addr,
+            shutdown,
+            task,
+        })
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub fn local_addr(&self) -> std::net::SocketAddr {
         self.addr
     }
 

@@ -75,7 +75,7 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
     let store =
         offline::open(&args.spool).with_context(|| format!("opening the spool {}", args.spool.display()))?;
     Ok(match &args.op {
-        SpoolOp::Stats => serde_json::to_value(offline::stats(&store)?)?,
+        SpoolOp::Stats => serde_json::to_value(offline::stats(&*store)?)?,
         SpoolOp::DeadLetters => {
             let list: Vec<DeadLetter> = store
                 .dead_letters()?
@@ -84,19 +84,19 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
                 .collect();
             serde_json::json!({ "dead_letters": list })
         }
-        SpoolOp::Retry { id } => match offline::retry(&store, *id)? {
+        SpoolOp::Retry { id } => match offline::retry(store, *id)? {
             Some(new_id) => serde_json::json!({"status": "queued", "id": new_id, "was": id,
                 "detail": "it is sent when the bridge next starts on this spool"}),
             None => anyhow::bail!("no dead letter {id}"),
         },
         SpoolOp::Purge { id } => {
-            let purged = offline::purge(&store, *id)?;
+            let purged = offline::purge(store, *id)?;
             if id.is_some() && purged == 0 {
                 anyhow::bail!("no dead letter {}", id.unwrap_or_default());
             }
             serde_json::json!({"status": "purged", "count": purged})
         }
-        SpoolOp::Check => serde_json::to_value(offline::check(&store)?)?,
+        SpoolOp::Check => serde_json::to_value(offline::check(&*store)?)?,
         SpoolOp::Drop { id } => match store.drop_record(id)? {
             Some(table) => serde_json::json!({"status": "dropped", "id": id, "table": table}),
             None => anyhow::bail!("no record {id} in the queue, the dead letters or the quarantine"),

@@ -536,8 +536,10 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Spool file.
     pub spool: PathBuf,
-    /// Dispatcher settings.
-    pub delivery: crate::spool::Settings,
+    /// Most undelivered events held.
+    pub queue_capacity: usize,
+    /// Delivery settings.
+    pub(crate) delivery: crate::deliver::Settings,
     /// Idempotency cache TTL.
     pub dedup_ttl: Duration,
     /// Idempotency cache size.
@@ -593,9 +595,9 @@ impl ServeConfig {
             dry_run: args.dry_run,
             max_body: args.max_body,
             spool: args.spool.clone(),
-            delivery: crate::spool::Settings {
+            queue_capacity: args.queue_capacity.max(1),
+            delivery: crate::deliver::Settings {
                 max_in_flight: usize::from(args.max_in_flight),
-                capacity: args.queue_capacity.max(1),
                 rate: args.pagerduty_rate,
                 burst: args.pagerduty_burst.max(1),
                 global_rate: args.pagerduty_global_rate,

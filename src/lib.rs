@@ -2,28 +2,38 @@
 //! them to PagerDuty as Events API v2 triggers and resolves.
 //!
 //! # Layout
-//! Data flows one way: intake → translate → spool → dispatch.
-//! - [`config`]: command line (every flag has a `PPB_*` environment twin).
-//! - [`server`]: HTTP: the Prefect intake, health, actions.
-//! - [`prefect`]: reads every Prefect payload shape into a `Notification`.
-//! - [`translate`]: `Notification` + action → PagerDuty event. Pure.
-//! - [`pagerduty`]: the Events v2 model, its limits, and the HTTP client.
-//! - [`spool`]: the durable outbox (redb): open alerts, ordering and
-//!   coalescing rules, dead letters; `spool::dispatch` sends to PagerDuty with
-//!   rate limits and retries.
-//! - [`dedup`]: idempotency on Prefect event ids.
-//! - [`app`]: wires it together; [`shutdown`]: signals.
+//! Data flows one way: intake → translate → spool → deliver.
+//! - [`config`]: the command line and its validated values (every flag has a
+//!   `PPB_*` environment twin); the only module that reads the environment.
+//! - `server`: HTTP: accept loop and limits, the route table with who may
+//!   call each route, the Prefect intake, the API; one place maps errors to HTTP.
+//! - [`prefect`] (pure): reads every Prefect payload shape into a `Notification`.
+//! - [`translate`] (pure): `Notification` + action → PagerDuty event.
+//! - `alerts` (pure): the open-alert state machine.
+//! - `spool`: the durable outbox: accept decisions on one writer thread,
+//!   the in-memory index, offline tools; `store`: where it is kept (trait
+//!   `Store`, redb, the versioned record envelope).
+//! - `deliver`: the dispatcher, retry policy and pacing; `sink`: where events
+//!   go (trait `Sink`: PagerDuty Events v2, dry run).
+//! - [`pagerduty`]: the Events v2 model, its limits, and its HTTP client.
+//!
+//! The public API is what the binary, the tests and the benches use: the
+//! command line and its runner, and the pure translation.
 
 pub mod actions;
-pub mod app;
+pub(crate) mod alerts;
+pub(crate) mod app;
 pub mod cli;
 pub mod config;
-pub mod dedup;
+pub(crate) mod dedup;
+pub(crate) mod deliver;
 pub mod logging;
 pub mod pagerduty;
 pub mod prefect;
 pub mod secret;
-pub mod server;
-pub mod shutdown;
-pub mod spool;
+pub(crate) mod server;
+pub(crate) mod shutdown;
+pub(crate) mod sink;
+pub(crate) mod spool;
+pub(crate) mod store;
 pub mod translate;

@@ -1,70 +1,19 @@
-//! The one place that talks HTTP to PagerDuty, and how its answers are read.
+//! The one place that talks HTTP to PagerDuty: the Events API v2 [`Sink`].
 //!
-//! Every answer becomes an [`Outcome`]: PagerDuty's retry table
-//! (docs/pagerduty.md §2) says 202 is done, 400 must not be retried, and 429, 5xx
-//! and network errors must be. What to do about a retry is the caller's call.
+//! Every answer becomes a sink-neutral [`Delivery`], per PagerDuty's retry
+//! table (docs/pagerduty.md §2): 2xx is delivered, 429 throttled, other 4xx
+//! rejected (sending again is futile), 5xx and network errors failed (send
+//! again). What to do about it is [`crate::deliver`]'s call.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sink::{Delivery, Outbound, Sink};
+
 /// How long to wait for PagerDuty to connect and to answer in full.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What became of one send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// 2xx: PagerDuty took the event.
-    Accepted {
-        /// The dedup key PagerDuty reports.
-        dedup_key: Option<String>,
-    },
-    /// 429: PagerDuty did not take the event; send it again later.
-    RateLimited {
-        /// From `Retry-After` or `ratelimit-reset`, when PagerDuty sent one.
-        retry_after: Option<Duration>,
-    },
-    /// 4xx other than 429: the event itself is wrong; sending it again is futile.
-    Rejected {
-        /// HTTP status.
-        status: u16,
-        /// PagerDuty's `message` and `errors[]`, joined.
-        errors: Vec<String>,
-    },
-    /// 5xx, or an answer we cannot read: retry later.
-    ServerError {
-        /// HTTP status.
-        status: u16,
-        /// Start of the body, for the log.
-        detail: String,
-    },
-    /// No answer: refused, reset, timed out.
-    Unreachable {
-        /// What went wrong, without the URL's secrets (there are none in it).
-        reason: String,
-    },
-}
-
-impl Outcome {
-    /// Whether sending the same event again may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::ServerError { .. } | Self::Unreachable { .. }
-        )
-    }
-
-    /// The status code, or 0 when there was no answer; for logs and metrics.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Accepted { .. } => 202,
-            Self::RateLimited { .. } => 429,
-            Self::Rejected { status, .. } | Self::ServerError { status, .. } => *status,
-            Self::Unreachable { .. } => 0,
-        }
-    }
-}
 
 /// Sends events to one Events API v2 endpoint.
 #[derive(Debug, Clone)]
@@ -77,8 +26,6 @@ pub struct Client {
 struct Answer {
     #[serde(default)]
     message: Option<String>,
-    #[serde(default)]
-    dedup_key: Option<String>,
     #[serde(default)]
     errors: Vec<String>,
 }
@@ -120,7 +67,7 @@ impl Client {
     /// # Cancel safety
     /// Cancelling drops the request; PagerDuty may or may not have taken it,
     /// which is safe because events carry dedup keys.
-    pub async fn send_json(&self, body: bytes::Bytes) -> Outcome {
+    pub(crate) async fn send_json(&self, body: bytes::Bytes) -> Delivery {
         let request = self
             .http
             .post(self.enqueue_url.clone())
@@ -128,20 +75,18 @@ impl Client {
             .body(body);
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Unreachable { reason: describe(&e) },
+            Err(e) => return unreachable(&e),
         };
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => return Outcome::Unreachable { reason: describe(&e) },
+            Err(e) => return unreachable(&e),
         };
         let answer: Option<Answer> = serde_json::from_slice(&body).ok();
         match status {
-            200..=299 => Outcome::Accepted {
-                dedup_key: answer.and_then(|a| a.dedup_key),
-            },
-            429 => Outcome::RateLimited { retry_after },
+            200..=299 => Delivery::Delivered { status },
+            429 => Delivery::Throttled { status, retry_after },
             400..=499 => {
                 let mut errors = Vec::new();
                 if let Some(a) = answer {
@@ -151,13 +96,32 @@ impl Client {
                 if errors.is_empty() {
                     errors.push(excerpt(&body));
                 }
-                Outcome::Rejected { status, errors }
+                Delivery::Rejected { status, errors }
             }
-            _ => Outcome::ServerError {
+            _ => Delivery::Failed {
                 status,
-                detail: excerpt(&body),
+                detail: format!("{status}: {}", excerpt(&body)),
             },
         }
+    }
+}
+
+impl Sink for Client {
+    fn name(&self) -> &'static str {
+        "PagerDuty"
+    }
+
+    async fn send(&self, out: Outbound<'_>) -> Delivery {
+        match out.kind {
+            crate::store::BodyKind::PagerDutyEventsV2 => self.send_json(out.body).await,
+        }
+    }
+}
+
+fn unreachable(e: &reqwest::Error) -> Delivery {
+    Delivery::Failed {
+        status: 0,
+        detail: describe(e),
     }
 }
 
@@ -244,31 +208,5 @@ mod tests {
             http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
-    }
-
-    #[test]
-    fn only_429_5xx_and_network_errors_are_retryable() {
-        assert!(Outcome::RateLimited { retry_after: None }.is_retryable());
-        assert!(
-            Outcome::ServerError {
-                status: 503,
-                detail: String::new()
-            }
-            .is_retryable()
-        );
-        assert!(
-            Outcome::Unreachable {
-                reason: String::new()
-            }
-            .is_retryable()
-        );
-        assert!(
-            !Outcome::Rejected {
-                status: 400,
-                errors: vec![]
-            }
-            .is_retryable()
-        );
-        assert!(!Outcome::Accepted { dedup_key: None }.is_retryable());
     }
 }

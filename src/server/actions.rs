@@ -13,8 +13,8 @@ use super::response::{self, Body};
 use crate::actions::{self, Action};
 use crate::pagerduty::{Event, EventAction, Payload, Severity};
 use crate::secret::Secret;
-use crate::spool::store::StoredAction;
 use crate::spool::{AcceptError, Accepted, now_ms};
+use crate::store::StoredAction;
 use crate::translate::{AlertClass, Disposition, Translation};
 
 #[derive(Deserialize)]

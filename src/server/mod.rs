@@ -79,6 +79,8 @@ pub struct State {
     pub tokens: Tokens,
     /// Whole-request time limit.
     pub request_timeout: Duration,
+    /// What delivery knows per routing key (for `/v1/spool`).
+    pub keys: crate::deliver::Keys,
     /// Per-client-IP request limiter.
     pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -555,7 +557,9 @@ where
 impl State {
     /// `/v1/spool`: the spool's figures.
     fn stats(&self) -> crate::spool::Stats {
-        self.spool.stats()
+        let mut stats = self.spool.stats();
+        stats.paused_keys = self.keys.paused();
+        stats
     }
 
     /// The error for an action name that is not configured.

@@ -1,24 +1,20 @@
-//! The durable outbox between the intake and PagerDuty.
+//! The durable outbox between the intake and delivery.
 //!
-//! [`Spool::accept`] decides, under one lock, what a translated event means
-//! for the alerts already open or queued, commits that decision to disk
-//! ([`store`]) and only then lets the webhook be answered. The rules:
-//! - a resolve goes out only for an alert open through the same routing key;
-//! - a trigger still queued when its resolve arrives is never sent, and
-//!   neither is the resolve when PagerDuty never saw a trigger (both are
-//!   counted as superseded);
-//! - consecutive queued triggers of one dedup key collapse into the newest.
+//! [`Spool::accept`] hands a translated event to the one writer thread
+//! ([`writer`]), which decides what it means for the alerts already open or
+//! queued ([`crate::alerts`], applied by [`index`]), commits that decision
+//! to the [`Store`] and only then lets the webhook be answered. A failed
+//! commit is undone, whatever became of the request that asked for it.
 //!
-//! Every decision is made on the one writer thread ([`writer`]), in arrival
-//! order, and is applied to the in-memory index only once its commit
-//! succeeds: a failed commit is undone, whatever became of the request that
-//! asked for it. [`dispatch`] sends what is due, in accept order per dedup key.
+//! Delivery ([`crate::deliver`]) talks to the spool only through
+//! [`Spool::take_due`] (what may be sent now, in accept order per alert)
+//! and the settlements [`Spool::delivered`], [`Spool::retry_later`],
+//! [`Spool::dead_letter`] and [`Spool::release`].
 
-pub mod dispatch;
-pub mod store;
+mod index;
+pub(crate) mod offline;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -29,18 +25,16 @@ use tokio::time::Instant;
 
 use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
-use crate::translate::{AlertClass, Disposition, Translation};
-use store::{Change, OpenRow, Store};
-pub use store::{Counters, Error, Quarantined, Record};
-
-/// Most bytes of queued events kept encoded in memory, so that sending them
-/// needs no spool read. A byte budget, not a count: events may be up to
-/// 512 KB each.
-const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+use crate::store::redb::RedbStore;
+use crate::store::{BodyKind, Change, Record, Store, StoredAction};
+pub use crate::store::{Counters, Error};
+use crate::translate::{Disposition, Translation};
+pub(crate) use index::AlertId;
+use index::{Index, open_row};
 
 /// What became of an accepted webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     /// Committed to the spool; it will be sent.
     Queued {
         /// Spool id.
@@ -57,509 +51,38 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// Open alert state, per (routing key, dedup key).
-#[derive(Debug, Clone, Copy)]
-struct Open {
-    class: AlertClass,
-    /// Whether PagerDuty has taken a trigger for it (in memory only).
-    delivered: bool,
-    /// Its row in the open-alert table.
-    row: u64,
-    /// Whether that row says its trigger was dead-lettered.
-    row_dead: bool,
-}
-
-/// An undelivered event, as the dispatcher sees it. The event itself stays
-/// on disk until it is sent, so a long outage costs little memory.
-#[derive(Debug)]
-struct Entry {
-    alert: AlertId,
-    key: Arc<str>,
-    dedup_key: Arc<str>,
-    action: EventAction,
-    action_name: Arc<str>,
-    /// The event as sent, kept while the queue holds under
-    /// [`WIRE_CACHE_BYTES`] of them so a send needs no spool read; `None`
-    /// after a restart or in a long backlog.
-    wire: Option<bytes::Bytes>,
-    committed: bool,
-    /// Superseded by a decision whose commit is under way: never sent.
-    held: bool,
-    in_flight: bool,
-    due: Instant,
-}
-
-/// An alert, (routing key, dedup key), as a keyed 128-bit digest: the
-/// in-memory index holds one per open alert, and there may be very many, so
-/// it keeps 16 bytes instead of both strings (the spool file has those).
-/// The key is random per process, so no one can choose colliding alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct AlertId([u64; 2]);
-
-#[derive(Debug, Default)]
-struct Index {
-    queued: BTreeMap<u64, Entry>,
-    /// Queued ids per alert, oldest first: only the first may be sent.
-    by_alert: HashMap<AlertId, Vec<u64>>,
-    /// Queued events per routing key.
-    per_key: HashMap<Arc<str>, usize>,
-    open: HashMap<AlertId, Open>,
-    /// Per routing key: 429 pauses, outage probing and adaptive pace.
-    keys: HashMap<Arc<str>, dispatch::KeyState>,
-    next_id: u64,
-    counters: Counters,
-    in_flight: usize,
-    /// The key of [`AlertId`] digests.
-    digest_key: std::hash::RandomState,
-    /// Routing keys and action names, shared by every entry that has them.
-    names: std::collections::HashSet<Arc<str>>,
-    /// Bytes of `wire` held by queued entries.
-    wire_bytes: usize,
-    /// Idempotency claims.
-    seen: Seen,
-}
-
-/// How to take back one step of a decision whose commit failed.
-#[derive(Debug)]
-enum Undo {
-    /// A new queued entry: remove it (on success: mark it committed).
-    Inserted(u64),
-    /// A superseded entry held back: release it (on success: remove it).
-    Held(u64),
-    /// An open alert as it was, and whether its trigger was in flight then
-    /// (it may have been delivered meanwhile).
-    Open(AlertId, Option<Open>, bool),
-    /// The id counter as it was.
-    NextId(u64),
-    /// Superseded events counted.
-    Superseded(u64),
-    /// An idempotency claim made.
-    Claim(u128),
+/// Why an event could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    /// Too many undelivered events.
+    #[error("the spool holds the maximum number of undelivered events (--queue-capacity)")]
+    Full,
+    /// The commit failed.
+    #[error(transparent)]
+    Storage(#[from] Error),
 }
 
 /// One webhook's event, as the writer needs it to decide.
 #[derive(Debug)]
 pub(crate) struct AcceptInput {
-    action: String,
-    routing_key: String,
-    dedup: Arc<str>,
-    event_action: EventAction,
+    /// The record to store (its id and times are set when it is decided).
+    record: Record,
     disposition: Disposition,
-    encoded: Box<serde_json::value::RawValue>,
-    /// The same bytes, made by the request (not the writer) for the send cache.
+    /// The body, made by the request (not the writer) for the send cache.
     wire: bytes::Bytes,
     claim: Option<u128>,
-}
-
-impl Index {
-    fn alert_id(&self, routing_key: &str, dedup_key: &str) -> AlertId {
-        use std::hash::BuildHasher;
-        let half = |domain: u8| self.digest_key.hash_one((domain, routing_key, dedup_key));
-        AlertId([half(1), half(2)])
-    }
-
-    /// The shared copy of a routing key or action name.
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.names.get(name) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = Arc::from(name);
-        self.names.insert(shared.clone());
-        shared
-    }
-
-    fn insert(&mut self, id: u64, entry: Entry) {
-        self.by_alert.entry(entry.alert).or_default().push(id);
-        *self.per_key.entry(entry.key.clone()).or_default() += 1;
-        self.wire_bytes += entry.wire.as_ref().map_or(0, bytes::Bytes::len);
-        self.queued.insert(id, entry);
-    }
-
-    fn remove(&mut self, id: u64) -> Option<Entry> {
-        let entry = self.queued.remove(&id)?;
-        self.wire_bytes -= entry.wire.as_ref().map_or(0, bytes::Bytes::len);
-        if let Some(ids) = self.by_alert.get_mut(&entry.alert) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_alert.remove(&entry.alert);
-            }
-        }
-        if let Some(n) = self.per_key.get_mut(&entry.key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_key.remove(&entry.key);
-            }
-        }
-        Some(entry)
-    }
-
-    /// Whether `id` is the oldest queued event of its dedup key.
-    fn is_first_of_dedup(&self, id: u64, e: &Entry) -> bool {
-        self.by_alert.get(&e.alert).and_then(|ids| ids.first()) == Some(&id)
-    }
-
-    /// Queued (not in flight) triggers of an alert.
-    fn queued_triggers(&self, k: &AlertId) -> Vec<u64> {
-        self.by_alert
-            .get(k)
-            .map(|ids| {
-                ids.iter()
-                    .copied()
-                    .filter(|id| {
-                        self.queued
-                            .get(id)
-                            .is_some_and(|e| e.action == EventAction::Trigger && !e.in_flight && !e.held)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn trigger_in_flight(&self, k: &AlertId) -> bool {
-        self.by_alert.get(k).is_some_and(|ids| {
-            ids.iter().any(|id| {
-                self.queued
-                    .get(id)
-                    .is_some_and(|e| e.action == EventAction::Trigger && e.in_flight)
-            })
-        })
-    }
-
-    /// Sets an alert's open state, remembering how it was.
-    fn set_open(&mut self, k: AlertId, open: Option<Open>, undo: &mut Vec<Undo>) {
-        let in_flight = self.trigger_in_flight(&k);
-        let before = match open {
-            Some(o) => self.open.insert(k, o),
-            None => self.open.remove(&k),
-        };
-        undo.push(Undo::Open(k, before, in_flight));
-    }
-
-    /// Holds back the queued triggers of an alert: superseded, never sent.
-    fn hold_queued_triggers(&mut self, k: &AlertId, change: &mut Change, undo: &mut Vec<Undo>) -> u64 {
-        let ids = self.queued_triggers(k);
-        for id in &ids {
-            if let Some(e) = self.queued.get_mut(id) {
-                e.held = true;
-            }
-            change.delete.push(*id);
-            undo.push(Undo::Held(*id));
-        }
-        ids.len() as u64
-    }
-
-    /// Decides what one webhook's event means given what is open and
-    /// queued, applies that to the index (recording how to undo it) and
-    /// adds what must be written to `change`.
-    fn decide_accept(
-        &mut self,
-        settings: &Settings,
-        input: AcceptInput,
-        change: &mut Change,
-        undo: &mut Vec<Undo>,
-    ) -> Result<Accepted, AcceptError> {
-        let now = now_ms();
-        let now_u = u64::try_from(now).unwrap_or(0);
-        if let Some(claim) = input.claim
-            && self.seen.contains(claim, now_u)
-        {
-            return Ok(Accepted::Duplicate);
-        }
-        let key = self.intern(&input.routing_key);
-        let k = self.alert_id(&key, &input.dedup);
-        let full = self.queued.len() >= settings.capacity;
-        let mut superseded = 0;
-        let send = match input.disposition {
-            Disposition::Trigger(class) => {
-                if full {
-                    return Err(AcceptError::Full);
-                }
-                // The id this trigger gets below: its row's id.
-                let row = self.next_id;
-                let changed = match self.open.get(&k).copied() {
-                    Some(open) => {
-                        // A failure outranks lateness: RUNNING must not resolve a failed run.
-                        let class = if open.class == AlertClass::Lateness || class != AlertClass::Lateness {
-                            class
-                        } else {
-                            open.class
-                        };
-                        // A repeated trigger of an open alert leaves its row alone.
-                        (class != open.class || open.row_dead).then(|| {
-                            change.open_delete.push(open.row);
-                            Open {
-                                class,
-                                row,
-                                row_dead: false,
-                                ..open
-                            }
-                        })
-                    }
-                    None => Some(Open {
-                        class,
-                        delivered: false,
-                        row,
-                        row_dead: false,
-                    }),
-                };
-                if let Some(open) = changed {
-                    self.set_open(k, Some(open), undo);
-                    change.open_put.push(open_row(&key, &input.dedup, open));
-                }
-                superseded += self.hold_queued_triggers(&k, change, undo);
-                true
-            }
-            Disposition::Resolve(scope) => match self.open.get(&k).copied() {
-                Some(open) if scope.closes(open.class) => {
-                    let sent_before = open.delivered || self.trigger_in_flight(&k);
-                    if full && sent_before {
-                        return Err(AcceptError::Full);
-                    }
-                    self.set_open(k, None, undo);
-                    change.open_delete.push(open.row);
-                    superseded += self.hold_queued_triggers(&k, change, undo);
-                    if !sent_before {
-                        // PagerDuty never saw a trigger for it: nothing to resolve.
-                        superseded += 1;
-                    }
-                    sent_before
-                }
-                _ => {
-                    return Ok(Accepted::Ignored {
-                        reason: "no open alert for this dedup key through this action's routing key",
-                    });
-                }
-            },
-            Disposition::Acknowledge => {
-                if !self.open.contains_key(&k) {
-                    return Ok(Accepted::Ignored {
-                        reason: "no open alert to acknowledge",
-                    });
-                }
-                if full {
-                    return Err(AcceptError::Full);
-                }
-                true
-            }
-        };
-        if superseded > 0 {
-            change.counters.superseded += superseded;
-            self.counters.superseded += superseded;
-            undo.push(Undo::Superseded(superseded));
-            tracing::info!(dedup_key = %crate::logging::escape(&input.dedup), superseded,
-                "queued trigger made moot before it was sent");
-        }
-        if let Some(claim) = input.claim {
-            self.seen.insert(claim, now_u);
-            change.seen_put.push((now_u, claim));
-            undo.push(Undo::Claim(claim));
-        }
-        if !send {
-            return Ok(Accepted::Superseded);
-        }
-        let id = self.next_id;
-        undo.push(Undo::NextId(id));
-        self.next_id += 1;
-        let wire = (self.wire_bytes + input.wire.len() <= WIRE_CACHE_BYTES).then_some(input.wire);
-        let class = match input.disposition {
-            Disposition::Trigger(c) => Some(c),
-            _ => None,
-        };
-        let action_name = self.intern(&input.action);
-        self.insert(
-            id,
-            Entry {
-                alert: k,
-                key,
-                dedup_key: input.dedup,
-                action: input.event_action,
-                action_name,
-                wire,
-                committed: false,
-                held: false,
-                in_flight: false,
-                due: Instant::now(),
-            },
-        );
-        undo.push(Undo::Inserted(id));
-        change.put.push(Record {
-            id,
-            action: input.action,
-            event: input.encoded,
-            class,
-            accepted_ms: now,
-            attempts: 0,
-            next_attempt_ms: now,
-            last_status: None,
-            last_error: None,
-            dead_ms: None,
-        });
-        Ok(Accepted::Queued { id })
-    }
-
-    /// Decides how a dead letter goes back in the queue, as a new event
-    /// sent now; `None` when its stored event has no dedup key.
-    fn decide_requeue(
-        &mut self,
-        mut record: Record,
-        change: &mut Change,
-        undo: &mut Vec<Undo>,
-    ) -> Option<u64> {
-        let head = record.head().ok()?;
-        let dedup: Arc<str> = Arc::from(head.dedup_key?.as_str());
-        let new_id = self.next_id;
-        undo.push(Undo::NextId(new_id));
-        self.next_id += 1;
-        let key = self.intern(head.routing_key.expose());
-        let k = self.alert_id(&key, &dedup);
-        if let (EventAction::Trigger, Some(class)) = (head.event_action, record.class) {
-            let open = Open {
-                class,
-                delivered: false,
-                row: new_id,
-                row_dead: false,
-            };
-            if let Some(old) = self.open.get(&k) {
-                change.open_delete.push(old.row);
-            }
-            self.set_open(k, Some(open), undo);
-            change.open_put.push(open_row(&key, &dedup, open));
-        }
-        let action_name = self.intern(&record.action);
-        self.insert(
-            new_id,
-            Entry {
-                alert: k,
-                key,
-                dedup_key: dedup,
-                action: head.event_action,
-                action_name,
-                wire: None,
-                committed: false,
-                held: false,
-                in_flight: false,
-                due: Instant::now(),
-            },
-        );
-        undo.push(Undo::Inserted(new_id));
-        change.dead_delete.push(record.id);
-        record.requeue(new_id);
-        change.put.push(record);
-        Some(new_id)
-    }
-
-    /// The commit of a decision succeeded: its new entries may be sent,
-    /// what it superseded is gone.
-    fn commit(&mut self, undo: &[Undo]) {
-        for step in undo {
-            match step {
-                Undo::Inserted(id) => {
-                    if let Some(e) = self.queued.get_mut(id) {
-                        e.committed = true;
-                    }
-                }
-                Undo::Held(id) => {
-                    self.remove(*id);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The commit of a decision failed: put the index back as it was.
-    fn undo(&mut self, undo: Vec<Undo>) {
-        for step in undo.into_iter().rev() {
-            match step {
-                Undo::Inserted(id) => {
-                    self.remove(id);
-                }
-                Undo::Held(id) => {
-                    if let Some(e) = self.queued.get_mut(&id) {
-                        e.held = false;
-                    }
-                }
-                Undo::Open(k, before, was_in_flight) => match before {
-                    Some(mut open) => {
-                        // A trigger that was in flight may have reached
-                        // PagerDuty since: count it as seen (an extra
-                        // resolve is harmless, a missing one is not).
-                        open.delivered |= was_in_flight || self.open.get(&k).is_some_and(|o| o.delivered);
-                        self.open.insert(k, open);
-                    }
-                    None => {
-                        self.open.remove(&k);
-                    }
-                },
-                Undo::NextId(id) => self.next_id = id,
-                Undo::Superseded(n) => self.counters.superseded -= n,
-                Undo::Claim(c) => self.seen.remove(c),
-            }
-        }
-    }
-}
-
-/// How the dispatcher paces and retries.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Most sends in flight.
-    pub max_in_flight: usize,
-    /// Most undelivered events held; beyond it the intake answers 503.
-    pub capacity: usize,
-    /// Per routing key: at most `rate.0` events per `rate.1`.
-    pub rate: (u32, Duration),
-    /// Events allowed at once per routing key (within `rate`).
-    pub burst: u32,
-    /// Optional cap over all keys (account limit).
-    pub global_rate: Option<(u32, Duration)>,
-    /// Least pause of a routing key after a 429.
-    pub rate_limit_pause: Duration,
-    /// First retry delay after a 5xx or network error.
-    pub retry_initial: Duration,
-    /// Cap on the retry delay.
-    pub retry_max: Duration,
-    /// Give up (dead letter) on events older than this.
-    pub max_event_age: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            max_in_flight: 8,
-            capacity: 1_000_000,
-            rate: (120, Duration::from_secs(60)),
-            burst: 10,
-            global_rate: None,
-            rate_limit_pause: Duration::from_secs(30),
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(300),
-            max_event_age: Duration::from_secs(24 * 3600),
-        }
-    }
 }
 
 /// What the writer thread and the request side share.
 #[derive(Debug)]
 struct Shared {
-    store: Store,
+    store: Arc<dyn Store>,
     index: Mutex<Index>,
     wake: Notify,
-    settings: Settings,
+    /// Most undelivered events held; beyond it the intake answers 503.
+    capacity: usize,
     /// Why the spool cannot commit right now; `None` when it can.
     unready: Mutex<Option<String>>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    shared: Arc<Shared>,
-    writer: std::sync::mpsc::Sender<writer::Job>,
-}
-
-impl std::ops::Deref for Inner {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
 }
 
 impl Shared {
@@ -570,9 +93,15 @@ impl Shared {
     }
 }
 
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    writer: std::sync::mpsc::Sender<writer::Job>,
+}
+
 /// The spool; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Spool {
+pub(crate) struct Spool {
     inner: Arc<Inner>,
 }
 
@@ -587,7 +116,7 @@ pub struct Stats {
     pub open_alerts: usize,
     /// Dead letters.
     pub dead_letters: usize,
-    /// Routing keys paused after a 429.
+    /// Routing keys paused after a 429 (delivery fills it in).
     pub paused_keys: usize,
     /// Rows that no longer decoded, kept aside (see `spool check`).
     pub quarantined: usize,
@@ -607,10 +136,10 @@ pub struct DeadLetter {
     pub action: String,
     /// Last four characters of the routing key.
     pub routing_key: String,
-    /// trigger / resolve / acknowledge (`None`: the stored event is unreadable).
-    pub event_action: Option<EventAction>,
+    /// trigger / resolve / acknowledge.
+    pub event_action: EventAction,
     /// Dedup key.
-    pub dedup_key: Option<String>,
+    pub dedup_key: String,
     /// The alert summary, for triggers.
     pub summary: Option<String>,
     /// Sends tried.
@@ -619,14 +148,14 @@ pub struct DeadLetter {
     pub last_status: Option<u16>,
     /// PagerDuty's error text (or the network error).
     pub error: Option<String>,
-    /// When accepted and when given up, RFC 3339.
+    /// When accepted, RFC 3339.
     pub accepted_at: String,
     /// When it became a dead letter, RFC 3339.
     pub dead_at: Option<String>,
 }
 
 /// Unix milliseconds now.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
@@ -638,18 +167,14 @@ fn rfc3339(ms: i64) -> String {
 
 impl DeadLetter {
     /// The outside view of a dead record.
-    pub fn from_record(r: &Record) -> Self {
-        let head = r.head().ok();
+    pub(crate) fn from_record(r: &Record) -> Self {
         Self {
             id: r.id,
             action: r.action.clone(),
-            routing_key: head
-                .as_ref()
-                .map(|h| h.routing_key.redacted())
-                .unwrap_or_default(),
-            event_action: head.as_ref().map(|h| h.event_action),
-            dedup_key: head.as_ref().and_then(|h| h.dedup_key.clone()),
-            summary: head.and_then(|h| h.payload).map(|p| p.summary),
+            routing_key: crate::secret::redact(&r.routing_key),
+            event_action: r.event_action,
+            dedup_key: r.dedup_key.clone(),
+            summary: r.summary.clone(),
             attempts: r.attempts,
             last_status: r.last_status,
             error: r.last_error.clone(),
@@ -659,40 +184,73 @@ impl DeadLetter {
     }
 }
 
-fn open_row(key: &str, dedup: &str, open: Open) -> (u64, OpenRow) {
-    let row = OpenRow {
-        routing_key: key.to_owned(),
-        dedup_key: dedup.to_owned(),
-        class: open.class,
-        dead: open.row_dead,
-    };
-    (open.row, row)
+/// An event handed to delivery.
+#[derive(Debug)]
+pub(crate) struct Due {
+    /// Spool id.
+    pub(crate) id: u64,
+    alert: AlertId,
+    /// Routing key.
+    pub(crate) key: Arc<str>,
+    /// Dedup key.
+    pub(crate) dedup_key: Arc<str>,
+    /// trigger / acknowledge / resolve.
+    pub(crate) action: EventAction,
+    /// The action it came in on.
+    pub(crate) action_name: Arc<str>,
+    /// The body, when still in memory.
+    pub(crate) wire: Option<bytes::Bytes>,
+}
+
+/// Whether delivery lets an event of a routing key go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Send it.
+    Go,
+    /// Send it, and nothing else of its routing key this pass (a probe).
+    GoAlone,
+    /// Not this routing key until then; others may go.
+    Wait(Instant),
+    /// Nothing more at all until then.
+    Stop(Instant),
 }
 
 // === impl Spool ===
 
 impl Spool {
-    /// Opens the spool file, rebuilds the in-memory index from it and
-    /// starts its writer thread. Rows that no longer decode are moved to the
-    /// quarantine and logged, once.
+    /// Opens the spool file (redb), rebuilds the index from it and starts its
+    /// writer thread.
     ///
     /// # Errors
     /// When the file is in use by another bridge, or cannot be read.
-    pub fn open(path: &Path, settings: Settings) -> Result<Self, Error> {
-        Self::open_with(path, settings, crate::dedup::Limits::default())
+    #[cfg(test)]
+    pub(crate) fn open(path: &Path, capacity: usize) -> Result<Self, Error> {
+        Self::open_file(path, capacity, crate::dedup::Limits::default())
     }
 
     /// As [`Spool::open`], remembering Prefect event ids within `seen`.
     ///
     /// # Errors
     /// As [`Spool::open`].
-    pub fn open_with(path: &Path, settings: Settings, seen: crate::dedup::Limits) -> Result<Self, Error> {
-        let store = Store::open(path)?;
+    pub(crate) fn open_file(path: &Path, capacity: usize, seen: crate::dedup::Limits) -> Result<Self, Error> {
+        Self::open_store(Arc::new(RedbStore::open(path)?), capacity, seen)
+    }
+
+    /// Opens the spool on `store`. Rows that no longer decode are moved to
+    /// the quarantine and logged, once.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub(crate) fn open_store(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        seen: crate::dedup::Limits,
+    ) -> Result<Self, Error> {
         let snap = store.snapshot()?;
         if !snap.damaged.is_empty() {
             for d in &snap.damaged {
                 tracing::error!(table = %d.table, key = %crate::logging::escape(&d.key),
-                    error = %crate::logging::escape(&d.error), spool = %path.display(),
+                    error = %crate::logging::escape(&d.error), spool = %store.location(),
                     "a spool row does not decode; it is kept in the quarantine (see `spool check`, `spool drop`)");
             }
             store.quarantine(&snap.damaged)?;
@@ -707,65 +265,27 @@ impl Spool {
         let now_u = u64::try_from(now_ms()).unwrap_or(0);
         let mut claims = store.claims(now_u.saturating_sub(seen.ttl_ms()), seen.capacity())?;
         claims.reverse();
-        let mut index = Index {
-            next_id: snap.next_id,
-            counters: snap.counters,
-            seen: Seen::new(seen),
-            ..Index::default()
-        };
+        let mut index = Index::new(snap.next_id, snap.counters, Seen::new(seen));
         for (at, claim) in claims {
             index.seen.insert(claim, at);
         }
         let now = Instant::now();
         let wall = now_ms();
-        for r in snap.events {
+        for r in &snap.events {
             let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
-            // `snapshot` returns only records whose head decodes.
-            let Ok(head) = r.head() else { continue };
-            let Some(dedup) = head.dedup_key else {
-                continue;
-            };
-            let key = index.intern(head.routing_key.expose());
-            let action_name = index.intern(&r.action);
-            index.insert(
-                r.id,
-                Entry {
-                    alert: index.alert_id(&key, &dedup),
-                    key,
-                    dedup_key: Arc::from(dedup.as_str()),
-                    action: head.event_action,
-                    action_name,
-                    wire: None,
-                    committed: true,
-                    held: false,
-                    in_flight: false,
-                    due: now.checked_add(wait).unwrap_or(now),
-                },
-            );
+            index.restore(r, now.checked_add(wait).unwrap_or(now));
         }
         // In id order, so a later row of an alert wins. There is one row per
         // alert unless a commit failed half-way through the bookkeeping; an
         // older row left behind would reopen a resolved alert at a later
         // start, so it is dropped now.
-        let mut stale = Vec::new();
-        for (row, o) in snap.open {
-            let replaced = index.open.insert(
-                index.alert_id(&o.routing_key, &o.dedup_key),
-                // Deliveries are not recorded durably. Assume PagerDuty has
-                // the alert unless its trigger was dead-lettered: an extra
-                // resolve is dropped harmlessly, a missing one strands an
-                // incident.
-                Open {
-                    class: o.class,
-                    delivered: !o.dead,
-                    row,
-                    row_dead: o.dead,
-                },
-            );
-            stale.extend(replaced.map(|old| old.row));
-        }
+        let stale: Vec<u64> = snap
+            .open
+            .iter()
+            .filter_map(|(row, o)| index.restore_open(*row, o))
+            .collect();
         if !stale.is_empty() {
-            store.commit_here(Change {
+            store.commit_one(Change {
                 open_delete: stale,
                 ..Change::durable()
             })?;
@@ -781,7 +301,7 @@ impl Spool {
             store,
             index: Mutex::new(index),
             wake: Notify::new(),
-            settings,
+            capacity,
             unready: Mutex::new(None),
         });
         let writer = writer::start(shared.clone())?;
@@ -790,8 +310,12 @@ impl Spool {
         })
     }
 
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     fn lock(&self) -> MutexGuard<'_, Index> {
-        self.inner.lock()
+        self.shared().lock()
     }
 
     /// Hands a job to the writer thread and waits for its answer. The job's
@@ -803,15 +327,15 @@ impl Spool {
     }
 
     /// Queues a change without waiting for it (delivery bookkeeping: a
-    /// crash before it is on disk only causes a resend).
+    /// crash before it is durable only causes a resend).
     fn submit(&self, change: Change) {
         let _ = self.inner.writer.send(writer::Job::Write { change, reply: None });
     }
 
     /// Why the spool cannot take events now; `None` when it can.
-    pub fn unready(&self) -> Option<String> {
+    pub(crate) fn unready(&self) -> Option<String> {
         if let Some(reason) = self
-            .inner
+            .shared()
             .unready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -819,58 +343,73 @@ impl Spool {
         {
             return Some(reason);
         }
-        (self.lock().queued.len() >= self.inner.settings.capacity).then(|| AcceptError::Full.to_string())
+        (self.lock().queued.len() >= self.shared().capacity).then(|| AcceptError::Full.to_string())
     }
 
-    /// Records the decision for one translated event and commits it to disk.
+    /// Records the decision for one translated event and commits it.
     /// `event_id` is the Prefect event id: a repeat of it within
     /// `--dedup-ttl` is a [`Accepted::Duplicate`], answered only once the
-    /// original is on disk.
+    /// original is committed.
     ///
     /// # Errors
     /// When the spool is full or the commit fails; the webhook then gets 503
     /// and Prefect's log shows the failure.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &self,
         action: &str,
         t: &Translation,
         event_id: Option<&str>,
     ) -> Result<Accepted, AcceptError> {
         // Encoded once, here: stored and sent as these bytes.
-        let encoded = Record::encode_event(&t.event)?;
-        let wire = bytes::Bytes::copy_from_slice(encoded.get().as_bytes());
-        let input = AcceptInput {
-            wire,
+        let body = serde_json::value::to_raw_value(&t.event).map_err(crate::store::storage)?;
+        let wire = bytes::Bytes::copy_from_slice(body.get().as_bytes());
+        let record = Record {
+            id: 0,
             action: action.to_owned(),
             routing_key: t.event.routing_key.expose().to_owned(),
-            dedup: Arc::from(t.dedup_key.as_str()),
+            dedup_key: t.dedup_key.clone(),
             event_action: t.event.event_action,
+            class: match t.disposition {
+                Disposition::Trigger(c) => Some(c),
+                _ => None,
+            },
+            summary: t.event.payload.as_ref().map(|p| p.summary.clone()),
+            accepted_ms: 0,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_status: None,
+            last_error: None,
+            dead_ms: None,
+            body_kind: BodyKind::PagerDutyEventsV2,
+            body,
+        };
+        let input = AcceptInput {
+            record,
             disposition: t.disposition,
-            encoded,
+            wire,
             claim: event_id.map(|id| crate::dedup::digest(action, id)),
         };
         self.ask(|reply| writer::Job::Accept { input, reply }).await?
     }
 
-    /// Current figures.
-    pub fn stats(&self) -> Stats {
-        let store = &self.inner.store;
+    /// Current figures (`paused_keys` is delivery's to fill in).
+    pub(crate) fn stats(&self) -> Stats {
+        let store = &self.shared().store;
         let dead = store.dead_count().unwrap_or(0);
         let quarantined = store.quarantined_count().unwrap_or(0);
         let unavailable = self
-            .inner
+            .shared()
             .unready
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let idx = self.lock();
-        let now = Instant::now();
         Stats {
             queued: idx.queued.len(),
             in_flight: idx.in_flight,
             open_alerts: idx.open.len(),
             dead_letters: dead,
-            paused_keys: idx.keys.values().filter(|k| k.is_paused(now)).count(),
+            paused_keys: 0,
             quarantined,
             unavailable,
             counters: idx.counters,
@@ -881,9 +420,9 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, Error> {
+    pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, Error> {
         Ok(self
-            .inner
+            .shared()
             .store
             .dead_letters()?
             .iter()
@@ -896,19 +435,21 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn retry_dead_letter(&self, id: u64) -> Result<Option<u64>, Error> {
-        let Some(record) = self.inner.store.dead_letter(id)? else {
+    pub(crate) async fn retry_dead_letter(&self, id: u64) -> Result<Option<u64>, Error> {
+        let Some(record) = self.shared().store.dead_letter(id)? else {
             return Ok(None);
         };
-        self.ask(|reply| writer::Job::Requeue { record, reply }).await?
+        self.ask(|reply| writer::Job::Requeue { record, reply })
+            .await?
+            .map(Some)
     }
 
-    /// Actions created over the API, from the spool file.
+    /// Actions created over the API.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn stored_actions(&self) -> Result<Vec<store::StoredAction>, Error> {
-        self.inner.store.actions()
+    pub(crate) fn stored_actions(&self) -> Result<Vec<StoredAction>, Error> {
+        self.shared().store.actions()
     }
 
     /// Commits `change` durably through the writer.
@@ -924,7 +465,7 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn flush(&self) -> Result<(), Error> {
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
         self.write(Change::durable()).await
     }
 
@@ -932,7 +473,7 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn save_action(&self, name: &str, action: Option<store::StoredAction>) -> Result<(), Error> {
+    pub(crate) async fn save_action(&self, name: &str, action: Option<StoredAction>) -> Result<(), Error> {
         let mut change = Change::durable();
         match action {
             Some(a) => change.action_put.push(a),
@@ -945,8 +486,8 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn purge_dead_letter(&self, id: u64) -> Result<bool, Error> {
-        if self.inner.store.dead_letter(id)?.is_none() {
+    pub(crate) async fn purge_dead_letter(&self, id: u64) -> Result<bool, Error> {
+        if self.shared().store.dead_letter(id)?.is_none() {
             return Ok(false);
         }
         self.write(Change {
@@ -956,146 +497,207 @@ impl Spool {
         .await?;
         Ok(true)
     }
-}
 
-/// Why an event could not be accepted.
-#[derive(Debug, thiserror::Error)]
-pub enum AcceptError {
-    /// Too many undelivered events.
-    #[error("the spool holds the maximum number of undelivered events (--queue-capacity)")]
-    Full,
-    /// The commit failed.
-    #[error(transparent)]
-    Storage(#[from] Error),
-}
-
-/// What `spool check` found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// Nothing undecodable and nothing quarantined.
-    pub ok: bool,
-    /// Rows still in their tables that do not decode (a running bridge
-    /// moves them to the quarantine at its next start).
-    pub undecodable: Vec<Quarantined>,
-    /// Rows in the quarantine; `spool drop quarantine:ID` deletes one.
-    pub quarantined: Vec<Quarantined>,
-}
-
-/// Offline access to a spool file for the `spool` subcommand (the bridge
-/// must not be running on it: the file lock says so).
-pub mod offline {
-    use super::*;
-
-    /// Opens the file without starting a dispatcher.
-    ///
-    /// # Errors
-    /// When in use or unreadable.
-    pub fn open(path: &Path) -> Result<Store, Error> {
-        if !path.exists() {
-            return Err(Error::Storage(format!("no spool file at {}", path.display())));
-        }
-        Store::open(path)
-    }
-
-    /// What `spool check` reports: rows that do not decode (still in their
-    /// tables, or already quarantined). Reads only.
+    /// Deletes every dead letter; returns how many.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn check(store: &Store) -> Result<Check, Error> {
-        let snap = store.snapshot()?;
-        Ok(Check {
-            ok: snap.damaged.is_empty() && store.quarantined_count()? == 0,
-            undecodable: snap
-                .damaged
-                .into_iter()
-                .map(|d| store::Quarantined {
-                    id: 0,
-                    bytes: d.raw.len(),
-                    table: d.table,
-                    key: d.key,
-                    error: d.error,
-                })
-                .collect(),
-            quarantined: store.quarantined()?,
-        })
-    }
-
-    /// Figures from the file.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn stats(store: &Store) -> Result<Stats, Error> {
-        let snap = store.snapshot()?;
-        Ok(Stats {
-            queued: snap.events.len(),
-            in_flight: 0,
-            open_alerts: snap.open.len(),
-            dead_letters: store.dead_count()?,
-            paused_keys: 0,
-            quarantined: store.quarantined_count()? + snap.damaged.len(),
-            unavailable: None,
-            counters: snap.counters,
-        })
-    }
-
-    /// Moves a dead letter back to the queue; the next start sends it.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn retry(store: &Store, id: u64) -> Result<Option<u64>, Error> {
-        let Some(mut record) = store.dead_letter(id)? else {
-            return Ok(None);
-        };
-        let snap = store.snapshot()?;
-        let mut change = Change {
-            durable: true,
-            dead_delete: vec![id],
-            ..Change::default()
-        };
-        let head = record.head()?;
-        if let (EventAction::Trigger, Some(class), Some(dedup)) =
-            (head.event_action, record.class, head.dedup_key)
-        {
-            let routing_key = head.routing_key.expose();
-            change.open_delete.extend(
-                snap.open
-                    .iter()
-                    .filter(|(_, o)| o.routing_key == routing_key && o.dedup_key == dedup)
-                    .map(|(row, _)| *row),
-            );
-            let row = OpenRow {
-                routing_key: routing_key.to_owned(),
-                dedup_key: dedup,
-                class,
-                dead: false,
-            };
-            change.open_put.push((snap.next_id, row));
-        }
-        let new_id = snap.next_id;
-        record.requeue(new_id);
-        change.put.push(record);
-        store.commit_here(change)?;
-        Ok(Some(new_id))
-    }
-
-    /// Deletes one dead letter, or all of them; returns how many.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn purge(store: &Store, id: Option<u64>) -> Result<usize, Error> {
-        let ids: Vec<u64> = match id {
-            Some(id) => store.dead_letter(id)?.map(|r| vec![r.id]).unwrap_or_default(),
-            None => store.dead_letters()?.iter().map(|r| r.id).collect(),
-        };
+    pub(crate) async fn purge_dead_letters(&self) -> Result<usize, Error> {
+        let ids: Vec<u64> = self.shared().store.dead_letters()?.iter().map(|r| r.id).collect();
         let n = ids.len();
         if n > 0 {
-            store.commit_here(Change {
+            self.write(Change {
                 dead_delete: ids,
                 ..Change::durable()
-            })?;
+            })
+            .await?;
         }
         Ok(n)
+    }
+
+    // --- delivery's side ---
+
+    /// Resolves when something may have become due (a commit, a settlement).
+    pub(crate) async fn changed(&self) {
+        self.shared().wake.notified().await;
+    }
+
+    /// Picks what to send now, marking it in flight; returns it and when to
+    /// look again.
+    ///
+    /// One pass in id order. An event may go when it is the oldest queued one
+    /// of its alert (so a trigger is never overtaken by its resolve),
+    /// committed, due, and `admit` lets its routing key go. The pass stops
+    /// early once every routing key with queued events is blocked, so a long
+    /// backlog held back by a rate limit costs little per pass.
+    pub(crate) fn take_due(
+        &self,
+        max_in_flight: usize,
+        mut admit: impl FnMut(&Arc<str>) -> Admit,
+    ) -> (Vec<Due>, Option<Instant>) {
+        let now = Instant::now();
+        let mut idx = self.lock();
+        let mut next: Option<Instant> = None;
+        let soon = |t: Instant, next: &mut Option<Instant>| *next = Some(next.map_or(t, |n| n.min(t)));
+        // Routing keys that can send nothing more this pass; there are few.
+        let mut blocked: Vec<Arc<str>> = Vec::new();
+        let is_blocked = |blocked: &[Arc<str>], key: &Arc<str>| blocked.iter().any(|b| **b == **key);
+        let mut ids = Vec::new();
+        for (id, e) in &idx.queued {
+            if idx.in_flight + ids.len() >= max_in_flight || blocked.len() >= idx.per_key.len() {
+                break;
+            }
+            // In flight or not yet committed: it stays first of its alert,
+            // so later events of that alert wait too.
+            if e.in_flight
+                || !e.committed
+                || e.held
+                || is_blocked(&blocked, &e.key)
+                || !idx.is_first_of_alert(*id, e)
+            {
+                continue;
+            }
+            if e.due > now {
+                soon(e.due, &mut next);
+                continue;
+            }
+            match admit(&e.key) {
+                Admit::Go => ids.push(*id),
+                Admit::GoAlone => {
+                    ids.push(*id);
+                    blocked.push(e.key.clone());
+                }
+                Admit::Wait(until) => {
+                    soon(until, &mut next);
+                    blocked.push(e.key.clone());
+                }
+                Admit::Stop(until) => {
+                    soon(until, &mut next);
+                    break;
+                }
+            }
+        }
+        idx.in_flight += ids.len();
+        let mut work = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(e) = idx.queued.get_mut(&id) else {
+                continue;
+            };
+            e.in_flight = true;
+            work.push(Due {
+                id,
+                alert: e.alert,
+                key: e.key.clone(),
+                dedup_key: e.dedup_key.clone(),
+                action: e.action,
+                action_name: e.action_name.clone(),
+                wire: e.wire.clone(),
+            });
+        }
+        (work, next)
+    }
+
+    /// The stored record of an event in flight.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) fn record(&self, due: &Due) -> Result<Option<Record>, Error> {
+        self.shared().store.event(due.id)
+    }
+
+    /// Gives back an event's send slot without sending it: `None` when its
+    /// record is gone (superseded or purged meanwhile), else try again after
+    /// the delay.
+    pub(crate) fn release(&self, due: &Due, again_in: Option<Duration>) {
+        let mut idx = self.lock();
+        idx.in_flight = idx.in_flight.saturating_sub(1);
+        match again_in {
+            None => {
+                idx.remove(due.id);
+            }
+            Some(delay) => {
+                if let Some(entry) = idx.queued.get_mut(&due.id) {
+                    entry.in_flight = false;
+                    entry.due = crate::deliver::later(Instant::now(), delay);
+                }
+            }
+        }
+    }
+
+    /// The sink took an event: it is gone, and its alert is known to the sink.
+    pub(crate) fn delivered(&self, due: &Due) {
+        let mut change = Change::default();
+        let mut idx = self.lock();
+        idx.in_flight = idx.in_flight.saturating_sub(1);
+        idx.remove(due.id);
+        change.delete.push(due.id);
+        change.counters.delivered += 1;
+        idx.counters.delivered += 1;
+        // In memory only: on restart every open alert that is not
+        // dead-lettered counts as delivered (see `Open::restored`), so the
+        // row need not change.
+        if due.action == EventAction::Trigger
+            && let Some(open) = idx.open.get_mut(&due.alert)
+        {
+            open.alert = open.alert.delivered();
+        }
+        drop(idx);
+        self.submit(change);
+        self.shared().wake.notify_one();
+    }
+
+    /// A send failed in a way that may pass: try again after `delay`.
+    /// `record` carries the attempt (count, status, error).
+    pub(crate) fn retry_later(&self, due: &Due, mut record: Record, delay: Duration) {
+        let now = Instant::now();
+        {
+            let mut idx = self.lock();
+            idx.in_flight = idx.in_flight.saturating_sub(1);
+            if let Some(entry) = idx.queued.get_mut(&due.id) {
+                entry.in_flight = false;
+                entry.due = crate::deliver::later(now, delay);
+            }
+        }
+        record.next_attempt_ms =
+            now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        self.submit(Change {
+            put: vec![record],
+            ..Change::default()
+        });
+        self.shared().wake.notify_one();
+    }
+
+    /// Gives up on an event: it becomes a dead letter (durably), and an
+    /// alert whose trigger never reached the sink is marked so.
+    pub(crate) fn dead_letter(&self, due: &Due, mut record: Record) {
+        let mut change = Change::durable();
+        {
+            let mut idx = self.lock();
+            idx.in_flight = idx.in_flight.saturating_sub(1);
+            idx.remove(record.id);
+            record.dead_ms = Some(now_ms());
+            change.counters.dead_lettered += 1;
+            idx.counters.dead_lettered += 1;
+            if due.action == EventAction::Trigger
+                && let Some(open) = idx.open.get_mut(&due.alert)
+                && let Some(died) = open.alert.trigger_died()
+            {
+                open.alert = died;
+                let open = *open;
+                change.open_put.push(open_row(&due.key, &due.dedup_key, open));
+            }
+        }
+        change.dead_put.push(record);
+        self.submit(change);
+        self.shared().wake.notify_one();
+    }
+
+    /// A routing key's sends succeed again: every event of it waiting is due
+    /// now. Returns how many wait.
+    pub(crate) fn make_due(&self, key: &str) -> usize {
+        let n = self.lock().make_due(key, Instant::now());
+        self.shared().wake.notify_one();
+        n
     }
 }
 

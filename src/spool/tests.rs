@@ -1,6 +1,8 @@
 use super::*;
 use crate::actions::Action;
 use crate::secret::Secret;
+use crate::store::OpenRow;
+use crate::translate::AlertClass;
 use crate::translate::{Options, translate};
 
 fn translated(state_type: &str, state_name: &str) -> Translation {
@@ -20,11 +22,13 @@ fn translated(state_type: &str, state_name: &str) -> Translation {
 }
 
 fn reopen(path: &Path) -> Spool {
-    when_unlocked(|| Spool::open(path, Settings::default()))
+    when_unlocked(|| Spool::open(path, CAPACITY))
 }
 
-fn reopen_store(path: &Path) -> Store {
-    when_unlocked(|| Store::open(path))
+const CAPACITY: usize = 1_000_000;
+
+fn reopen_store(path: &Path) -> RedbStore {
+    when_unlocked(|| RedbStore::open(path))
 }
 
 /// Opens once the previous writer thread has let go of the file lock (it
@@ -43,7 +47,7 @@ fn when_unlocked<T>(open: impl Fn() -> Result<T, Error>) -> T {
 #[tokio::test]
 async fn a_resolve_of_a_queued_trigger_supersedes_both() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Spool::open(&dir.path().join("s.redb"), Settings::default()).expect("open");
+    let spool = Spool::open(&dir.path().join("s.redb"), CAPACITY).expect("open");
     assert!(matches!(
         spool.accept("a", &translated("FAILED", "Failed"), None).await,
         Ok(Accepted::Queued { .. })
@@ -74,7 +78,7 @@ async fn triggers_collapse_and_everything_survives_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.redb");
     {
-        let spool = Spool::open(&path, Settings::default()).expect("open");
+        let spool = Spool::open(&path, CAPACITY).expect("open");
         spool
             .accept("a", &translated("SCHEDULED", "Late"), None)
             .await
@@ -117,7 +121,7 @@ async fn an_alert_keeps_one_open_row_however_often_it_triggers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.redb");
     {
-        let spool = Spool::open(&path, Settings::default()).expect("open");
+        let spool = Spool::open(&path, CAPACITY).expect("open");
         for state in [
             ("SCHEDULED", "Late"),
             ("FAILED", "Failed"),
@@ -178,9 +182,9 @@ async fn a_stale_second_row_of_an_alert_is_dropped_at_start() {
         dead: false,
     };
     {
-        let store = Store::open(&path).expect("open");
+        let store = RedbStore::open(&path).expect("open");
         store
-            .commit_here(Change {
+            .commit_one(Change {
                 open_put: vec![(3, row(AlertClass::Lateness)), (7, row(AlertClass::Failure))],
                 durable: true,
                 ..Change::default()

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::store::{Change, Counters, Error, Record};
 use super::{AcceptError, AcceptInput, Accepted, Shared, now_ms};
+use crate::store::{Change, Counters, Error, Record};
 
 /// Most jobs decided and committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -45,7 +45,7 @@ pub(crate) enum Job {
     /// A dead letter back into the queue.
     Requeue {
         record: Record,
-        reply: oneshot::Sender<Result<Option<u64>, Error>>,
+        reply: oneshot::Sender<Result<u64, Error>>,
     },
     /// A change decided elsewhere: durable and answered when `reply` is
     /// given (API writes), else bookkeeping written when it can be.
@@ -61,7 +61,7 @@ enum Decided {
         Result<Accepted, AcceptError>,
         oneshot::Sender<Result<Accepted, AcceptError>>,
     ),
-    Requeue(Option<u64>, oneshot::Sender<Result<Option<u64>, Error>>),
+    Requeue(u64, oneshot::Sender<Result<u64, Error>>),
     Write(Option<oneshot::Sender<Result<(), Error>>>),
 }
 
@@ -146,7 +146,7 @@ impl Writer {
             return Ok(());
         }
         store.reopen()?;
-        tracing::info!(spool = %store.path().display(), "spool file opened again after a failed write");
+        tracing::info!(spool = %store.location(), "spool file opened again after a failed write");
         // What was committed without fsync may be gone; write it again
         // (every change is idempotent but its counters, which it was not
         // about to lose: they are in the durable totals or in `pending`).
@@ -183,7 +183,7 @@ impl Writer {
                 let mut undo = Vec::new();
                 let d = match job {
                     Job::Accept { input, reply } => {
-                        let outcome = idx.decide_accept(&self.shared.settings, input, &mut change, &mut undo);
+                        let outcome = idx.decide_accept(self.shared.capacity, input, &mut change, &mut undo);
                         change.durable = !change.is_empty();
                         Decided::Accept(outcome, reply)
                     }

@@ -553,3 +553,123 @@ async fn a_resolve_after_kill_9_still_closes_a_delivered_alert() {
     assert_eq!(actions.last(), Some(&"resolve"), "{actions:?}");
     assert_eq!(actions.iter().filter(|a| **a == "resolve").count(), 1);
 }
+
+/// A spool file the bridge wrote before its records had a versioned
+/// envelope (`fixtures/spool/make-v0.py` made it with that build): this
+/// bridge carries on from it. Open alerts still resolve, the queued event
+/// still goes out, the dead letter is still listed and can be retried, the
+/// action made over the API is still there, and a repeat of an event it
+/// took is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_written_before_the_record_envelope_carries_on() {
+    const KEY_C: &str = "R0UTINGKEYCCCCCCCCCCCCCCCCCCCCCC";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("v0.redb");
+    std::fs::copy(crate::support::fixtures().join("spool/v0.redb"), &spool).expect("copy the fixture");
+    let double = Double::start().await;
+    let url = double.url();
+    let (a, b, c) = (
+        format!("a={KEY_A}"),
+        format!("b={}", crate::support::KEY_B),
+        format!("c={KEY_C}"),
+    );
+    let bridge = Bridge::serve(&[
+        "--pagerduty-url",
+        &url,
+        "--spool",
+        spool.to_str().expect("utf-8 path"),
+        "--action",
+        &a,
+        "--action",
+        &b,
+        "--action",
+        &c,
+        // The fixture's idempotency claims are from the day it was made.
+        "--dedup-ttl",
+        "87600h",
+    ]);
+    let failed_run = "prefect/flow-run/39eed61c-5f3c-4e8c-8dbe-05b23d4c268e";
+
+    // The trigger still queued for key B goes out.
+    let got = double
+        .wait_until(WAIT, "the queued trigger of key B", |r| {
+            r.iter()
+                .any(|r| r.status == 202 && r.body["routing_key"] == crate::support::KEY_B)
+        })
+        .await;
+    let b_sent: Vec<_> = got
+        .iter()
+        .filter(|r| r.body["routing_key"] == crate::support::KEY_B)
+        .collect();
+    assert_eq!(b_sent[0].action(), "trigger");
+    assert_eq!(b_sent[0].dedup_key(), failed_run);
+    assert!(b_sent[0].errors.is_empty(), "{:?}", b_sent[0].errors);
+
+    let stats = get_json(&format!("{}/v1/spool", bridge.url())).await;
+    assert_eq!(stats["quarantined"], 0, "{stats}");
+    assert_eq!(stats["dead_letters"], 1, "{stats}");
+
+    // The dead letter of key C is listed as it was.
+    let dead = dead_letters(&bridge, 1).await;
+    let letter = &dead["dead_letters"][0];
+    assert_eq!(letter["action"], "c");
+    assert_eq!(letter["event_action"], "trigger");
+    assert_eq!(letter["dedup_key"], failed_run);
+    assert_eq!(letter["last_status"], 400);
+    assert!(
+        letter["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused on purpose")),
+        "{letter}"
+    );
+
+    // The action created over the API came back.
+    let actions = get_json(&format!("{}/v1/actions", bridge.url())).await;
+    assert!(
+        actions["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["name"] == "api-made" && a["origin"] == "api")),
+        "{actions}"
+    );
+
+    // The event it took is still a duplicate.
+    let failed =
+        std::fs::read(crate::support::fixtures().join("examples/flow-run-failed.json")).expect("fixture");
+    let (status, answer) = post(&bridge.intake("a"), failed).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate")),
+        "{answer}"
+    );
+
+    // The failure alert opened by the old bridge on key A resolves.
+    let completed =
+        std::fs::read(crate::support::fixtures().join("examples/flow-run-completed.json")).expect("fixture");
+    let (status, answer) = post(&bridge.intake("a"), completed).await;
+    assert_eq!(
+        (status, answer["event_action"].as_str()),
+        (202, Some("resolve")),
+        "{answer}"
+    );
+    double
+        .wait_until(WAIT, "the resolve of key A", |r| {
+            r.iter()
+                .any(|r| r.status == 202 && r.body["routing_key"] == KEY_A && r.action() == "resolve")
+        })
+        .await;
+
+    // The dead letter can be retried and goes out.
+    let id = letter["id"].as_u64().expect("id");
+    let res = client()
+        .post(format!("{}/v1/dead-letters/{id}/retry", bridge.url()))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(res.status().as_u16(), 202);
+    double
+        .wait_until(WAIT, "the retried trigger of key C", |r| {
+            r.iter()
+                .any(|r| r.status == 202 && r.body["routing_key"] == KEY_C)
+        })
+        .await;
+}

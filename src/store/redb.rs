@@ -1,27 +1,22 @@
-//! The on-disk spool: one redb file.
+//! The spool in one redb file beside the bridge.
 //!
 //! Tables: `events` (accepted, undelivered), `dead` (dead letters),
 //! `open_alerts` (alerts with an open trigger, so resolves survive restarts),
 //! `actions` (created over the API), `seen` (idempotency claims, so a repeat
 //! after a restart is still a repeat), `quarantine` (rows that no longer
-//! decode, kept for inspection) and `meta` (counters).
+//! decode, kept for inspection) and `meta` (counters). Rows are
+//! [`super::envelope`]s.
 //!
-//! This module only reads and writes; the spool's writer thread
-//! ([`super::writer`]) decides what to write and batches it (group commit).
 //! After a failed write redb refuses further writes until the file is opened
-//! again, so the handle can be [`Store::reopen`]ed in place.
+//! again, so the handle can be closed and opened again in place.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
-use serde::{Deserialize, Serialize};
 
-use serde_json::value::RawValue;
-
-use crate::pagerduty::{Event, EventAction};
-use crate::secret::Secret;
-use crate::translate::AlertClass;
+use super::envelope;
+use super::{Change, Counters, Damaged, Error, Quarantined, Record, Snapshot, Store, StoredAction, storage};
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead");
@@ -43,289 +38,12 @@ const QUARANTINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("quaran
 /// redb page cache; the spool is small and hot, and RSS matters more.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// One accepted event, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// Spool id; increases in accept order.
-    pub id: u64,
-    /// The action it came in on.
-    pub action: String,
-    /// The event exactly as it is sent, encoded once when accepted (it holds
-    /// the routing key: the spool file is 0600). Kept raw so that storing and
-    /// sending it never decode and re-encode the whole event.
-    pub event: Box<RawValue>,
-    /// For triggers: what may resolve it.
-    #[serde(default)]
-    pub class: Option<AlertClass>,
-    /// Unix ms when accepted.
-    pub accepted_ms: i64,
-    /// Sends tried so far.
-    #[serde(default)]
-    pub attempts: u32,
-    /// Unix ms of the next attempt.
-    #[serde(default)]
-    pub next_attempt_ms: i64,
-    /// Status of the last attempt (0: no answer).
-    #[serde(default)]
-    pub last_status: Option<u16>,
-    /// What PagerDuty (or the network) said last.
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// Unix ms when it became a dead letter.
-    #[serde(default)]
-    pub dead_ms: Option<i64>,
-}
-
-/// The fields of a stored event the spool itself needs; the rest of the
-/// event is skipped when reading it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Head {
-    /// Routing key.
-    #[serde(deserialize_with = "crate::pagerduty::secret_from_str")]
-    pub routing_key: Secret,
-    /// trigger / acknowledge / resolve.
-    pub event_action: EventAction,
-    /// Dedup key (the bridge always sets one).
-    #[serde(default)]
-    pub dedup_key: Option<String>,
-    /// The summary, for triggers.
-    #[serde(default)]
-    pub payload: Option<HeadPayload>,
-}
-
-/// The part of a trigger's payload the spool shows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HeadPayload {
-    /// The alert summary.
-    pub summary: String,
-}
-
-impl Record {
-    /// Encodes `event` for storing and sending.
-    ///
-    /// # Errors
-    /// When the event does not encode (it always does: plain data).
-    pub fn encode_event(event: &Event) -> Result<Box<RawValue>, Error> {
-        serde_json::value::to_raw_value(event).map_err(storage)
-    }
-
-    /// The fields the spool needs from the stored event.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] when the stored event lacks them.
-    pub fn head(&self) -> Result<Head, Error> {
-        self.event_as()
-    }
-
-    /// The whole stored event.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] when it does not decode.
-    pub fn decode_event(&self) -> Result<Event, Error> {
-        self.event_as()
-    }
-
-    fn event_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(self.event.get()).map_err(|e| Error::Corrupt(self.id, e.to_string()))
-    }
-
-    /// Makes a dead letter a new queued event with id `id`, due now.
-    pub fn requeue(&mut self, id: u64) {
-        self.id = id;
-        self.attempts = 0;
-        self.accepted_ms = super::now_ms();
-        self.next_attempt_ms = self.accepted_ms;
-        self.dead_ms = None;
-    }
-
-    /// The request body to send.
-    pub fn wire(&self) -> bytes::Bytes {
-        bytes::Bytes::copy_from_slice(self.event.get().as_bytes())
-    }
-}
-
-/// A row of the open-alert table. One row per (routing key, dedup key); a
-/// row is rewritten only when its class changes or its trigger dies, so a
-/// repeated trigger of an open alert writes nothing here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenRow {
-    /// The routing key.
-    pub routing_key: String,
-    /// The dedup key.
-    pub dedup_key: String,
-    /// What kind of alert is open.
-    pub class: AlertClass,
-    /// Whether its trigger became a dead letter: PagerDuty never had it.
-    /// Written durably, so it is trusted after a crash. Otherwise the alert
-    /// counts as delivered after a restart (an extra resolve is harmless).
-    #[serde(default)]
-    pub dead: bool,
-}
-
-/// Spool counters.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Counters {
-    /// Events PagerDuty took.
-    pub delivered: u64,
-    /// Events never sent because a newer one made them moot.
-    pub superseded: u64,
-    /// Events that became dead letters.
-    pub dead_lettered: u64,
-}
-
-/// One transaction's worth of changes.
-#[derive(Debug, Default, Clone)]
-pub struct Change {
-    /// Records to write to `events`.
-    pub put: Vec<Record>,
-    /// Ids to drop from `events`.
-    pub delete: Vec<u64>,
-    /// Dead letters to write (and drop from `events`).
-    pub dead_put: Vec<Record>,
-    /// Dead letters to drop.
-    pub dead_delete: Vec<u64>,
-    /// Open alerts to write, by row id.
-    pub open_put: Vec<(u64, OpenRow)>,
-    /// Open-alert rows to drop.
-    pub open_delete: Vec<u64>,
-    /// Counter increments.
-    pub counters: Counters,
-    /// Actions to store.
-    pub action_put: Vec<StoredAction>,
-    /// Actions to drop, by name.
-    pub action_delete: Vec<String>,
-    /// Idempotency claims to store: (unix ms, digest).
-    pub seen_put: Vec<(u64, u128)>,
-    /// Drop every claim made before this unix ms.
-    pub seen_expire_before: Option<u64>,
-    /// Whether this change must be on disk before it is acknowledged.
-    pub durable: bool,
-}
-
-impl Change {
-    /// A change that must be on disk before it is acknowledged.
-    pub fn durable() -> Self {
-        Self {
-            durable: true,
-            ..Self::default()
-        }
-    }
-
-    /// Whether it writes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.put.is_empty()
-            && self.delete.is_empty()
-            && self.dead_put.is_empty()
-            && self.dead_delete.is_empty()
-            && self.open_put.is_empty()
-            && self.open_delete.is_empty()
-            && self.counters == Counters::default()
-            && self.action_put.is_empty()
-            && self.action_delete.is_empty()
-            && self.seen_put.is_empty()
-            && self.seen_expire_before.is_none()
-    }
-}
-
-/// An action created over the API, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredAction {
-    /// Name.
-    pub name: String,
-    /// Routing key (the spool file is 0600).
-    pub routing_key: String,
-    /// Fixed severity, or `None` for auto.
-    pub severity: Option<crate::pagerduty::Severity>,
-}
-
-/// A spool failure.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Error {
-    /// Another process has the file open.
-    #[error(
-        "the spool {0} is in use by another running bridge; stop it first, or give this one its own --spool"
-    )]
-    InUse(String),
-    /// redb failed.
-    #[error("spool storage error: {0}")]
-    Storage(String),
-    /// The file cannot be opened at all: its structure is damaged.
-    #[error(
-        "the spool file {path} is damaged and cannot be opened ({detail}). Stop the bridge, move the file \
-         aside (mv {path} {path}.damaged) and start again: a new, empty spool is created. Events and open \
-         alerts in the damaged file are not carried over; keep it for inspection or restore a backup"
-    )]
-    Damaged {
-        /// The file.
-        path: String,
-        /// What redb said.
-        detail: String,
-    },
-    /// A stored record does not decode.
-    #[error("spool record {0} is corrupt: {1}")]
-    Corrupt(u64, String),
-    /// The file is not open (a write failed and it could not be opened again yet).
-    #[error("the spool cannot be written: {0}")]
-    Unavailable(String),
-    /// The writer thread is gone (shutdown).
-    #[error("the spool is closed")]
-    Closed,
-}
-
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
-}
-
-/// A row that did not decode, with where it came from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Damaged {
-    /// Its table.
-    pub table: String,
-    /// Its key in that table.
-    pub key: String,
-    /// Why it did not decode.
-    pub error: String,
-    /// The bytes as stored.
-    #[serde(default)]
-    pub raw: Vec<u8>,
-}
-
-/// A quarantined row as shown outside (without its bytes).
-#[derive(Debug, Clone, Serialize)]
-pub struct Quarantined {
-    /// Its id in the quarantine (for `spool drop`).
-    pub id: u64,
-    /// The table it was in.
-    pub table: String,
-    /// Its key there.
-    pub key: String,
-    /// Why it did not decode.
-    pub error: String,
-    /// How many bytes it holds.
-    pub bytes: usize,
-}
-
 /// The spool file.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct RedbStore {
     path: PathBuf,
     /// `None` after a failed write, until [`Store::reopen`] succeeds.
     db: RwLock<Option<Arc<Database>>>,
-}
-
-/// Everything in the spool, read at start.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Undelivered events, in id order.
-    pub events: Vec<Record>,
-    /// Open-alert rows by id, in id order.
-    pub open: Vec<(u64, OpenRow)>,
-    /// The next id to use.
-    pub next_id: u64,
-    /// Counters.
-    pub counters: Counters,
-    /// Rows of `events`, `open_alerts`, `dead` and `actions` that do not decode.
-    pub damaged: Vec<Damaged>,
 }
 
 /// Runs a redb call that may panic on a damaged file; a panic becomes
@@ -376,24 +94,19 @@ fn open_database(path: &Path) -> Result<Database, Error> {
     })
 }
 
-impl Store {
+impl RedbStore {
     /// Opens (or creates, mode 0600) the spool file.
     ///
     /// # Errors
     /// [`Error::InUse`] when another process holds it; [`Error::Damaged`]
     /// when it cannot be read at all; storage errors.
-    pub fn open(path: &Path) -> Result<Self, Error> {
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
         create_private(path)?;
         let db = open_database(path)?;
         Ok(Self {
             path: path.to_owned(),
             db: RwLock::new(Some(Arc::new(db))),
         })
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn db(&self) -> Result<Arc<Database>, Error> {
@@ -406,29 +119,31 @@ impl Store {
             })
     }
 
-    /// Whether the file is open for writing.
-    pub fn is_open(&self) -> bool {
-        self.db.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<'_, K, V>,
+    ) -> Result<usize, Error> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(table).map_err(storage)?;
+        Ok(usize::try_from(t.len().map_err(storage)?).unwrap_or(usize::MAX))
     }
 
-    /// Closes the file after a failed write: redb refuses every write after
-    /// one fails, until the file is opened again.
-    pub fn close(&self) {
-        self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+    fn record(&self, table: TableDefinition<'_, u64, &[u8]>, id: u64) -> Result<Option<Record>, Error> {
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let table = txn.open_table(table).map_err(storage)?;
+        let Some(v) = table.get(id).map_err(storage)? else {
+            return Ok(None);
+        };
+        envelope::decode_record(v.value())
+            .map(Some)
+            .map_err(|e| Error::Corrupt(id, e.to_string()))
     }
+}
 
-    /// Opens the file again (after [`Store::close`]); redb repairs it if the
-    /// failed write left it unclean.
-    ///
-    /// # Errors
-    /// When it still cannot be opened (the disk is still full, say).
-    pub fn reopen(&self) -> Result<(), Error> {
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_some() {
-            return Ok(());
-        }
-        *slot = Some(Arc::new(open_database(&self.path)?));
-        Ok(())
+impl Store for RedbStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 
     /// Reads everything needed to resume. Rows that do not decode are
@@ -436,7 +151,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+    fn snapshot(&self) -> Result<Snapshot, Error> {
         let db = self.db()?;
         guarded(&self.path, || {
             let txn = db.begin_read().map_err(storage)?;
@@ -445,7 +160,7 @@ impl Store {
             let open = txn.open_table(OPEN).map_err(storage)?;
             for row in open.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                match serde_json::from_slice::<OpenRow>(v.value()) {
+                match envelope::decode_open(v.value()) {
                     Ok(o) => snap.open.push((k.value(), o)),
                     Err(e) => snap
                         .damaged
@@ -462,14 +177,14 @@ impl Store {
             let dead = txn.open_table(DEAD).map_err(storage)?;
             for row in dead.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                if let Err(e) = serde_json::from_slice::<Record>(v.value()) {
+                if let Err(e) = envelope::decode_record(v.value()) {
                     snap.damaged.push(damaged("dead", k.value(), &e, v.value()));
                 }
             }
             let actions = txn.open_table(ACTIONS).map_err(storage)?;
             for row in actions.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                if let Err(e) = serde_json::from_slice::<StoredAction>(v.value()) {
+                if let Err(e) = envelope::decode_action(v.value()) {
                     snap.damaged.push(damaged("actions", k.value(), &e, v.value()));
                 }
             }
@@ -485,11 +200,120 @@ impl Store {
         })
     }
 
+    /// Commits `changes` in one transaction, fsync'd when `durable`.
+    ///
+    /// # Errors
+    /// When the commit fails; the caller then [`Store::close`]s and later
+    /// [`Store::reopen`]s the file.
+    fn apply(&self, changes: &[&Change], durable: bool) -> Result<(), Error> {
+        let db = self.db()?;
+        guarded(&self.path, || apply(&db, changes, durable))
+    }
+
+    /// Whether the file is open for writing.
+    fn is_open(&self) -> bool {
+        self.db.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Closes the file after a failed write: redb refuses every write after
+    /// one fails, until the file is opened again.
+    fn close(&self) {
+        self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+    }
+
+    /// Opens the file again (after [`Store::close`]); redb repairs it if the
+    /// failed write left it unclean.
+    ///
+    /// # Errors
+    /// When it still cannot be opened (the disk is still full, say).
+    fn reopen(&self) -> Result<(), Error> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(());
+        }
+        *slot = Some(Arc::new(open_database(&self.path)?));
+        Ok(())
+    }
+
+    /// One undelivered event.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn event(&self, id: u64) -> Result<Option<Record>, Error> {
+        self.record(EVENTS, id)
+    }
+
+    /// One dead letter.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn dead_letter(&self, id: u64) -> Result<Option<Record>, Error> {
+        self.record(DEAD, id)
+    }
+
+    /// Every dead letter that decodes, oldest first.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn dead_letters(&self) -> Result<Vec<Record>, Error> {
+        let mut ignored = Vec::new();
+        all_records(
+            &self.db()?.begin_read().map_err(storage)?,
+            DEAD,
+            "dead",
+            &mut ignored,
+        )
+    }
+
+    /// How many dead letters there are, without reading them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn dead_count(&self) -> Result<usize, Error> {
+        self.count(DEAD)
+    }
+
+    /// Actions created over the API (rows that do not decode are in the
+    /// quarantine after start).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn actions(&self) -> Result<Vec<StoredAction>, Error> {
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let table = txn.open_table(ACTIONS).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(storage)? {
+            let (_, v) = row.map_err(storage)?;
+            if let Ok(a) = envelope::decode_action(v.value()) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Idempotency claims made at or after `since_ms`, newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn claims(&self, since_ms: u64, limit: usize) -> Result<Vec<(u64, u128)>, Error> {
+        let txn = self.db()?.begin_read().map_err(storage)?;
+        let t = txn.open_table(SEEN).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t.range((since_ms, 0)..).map_err(storage)?.rev() {
+            let (k, _) = row.map_err(storage)?;
+            out.push(k.value());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves damaged rows into the quarantine, durably.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn quarantine(&self, rows: &[Damaged]) -> Result<(), Error> {
+    fn quarantine(&self, rows: &[Damaged]) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -537,7 +361,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
+    fn quarantined(&self) -> Result<Vec<Quarantined>, Error> {
         let txn = self.db()?.begin_read().map_err(storage)?;
         let q = txn.open_table(QUARANTINE).map_err(storage)?;
         let mut out = Vec::new();
@@ -564,7 +388,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn quarantined_count(&self) -> Result<usize, Error> {
+    fn quarantined_count(&self) -> Result<usize, Error> {
         self.count(QUARANTINE)
     }
 
@@ -573,7 +397,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn drop_record(&self, id: &str) -> Result<Option<&'static str>, Error> {
+    fn drop_record(&self, id: &str) -> Result<Option<&'static str>, Error> {
         let db = self.db()?;
         let txn = db.begin_write().map_err(storage)?;
         let found = {
@@ -603,124 +427,6 @@ impl Store {
         txn.commit().map_err(storage)?;
         Ok(found)
     }
-
-    /// Idempotency claims made at or after `since_ms`, newest first, at most `limit`.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn claims(&self, since_ms: u64, limit: usize) -> Result<Vec<(u64, u128)>, Error> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let t = txn.open_table(SEEN).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in t.range((since_ms, 0)..).map_err(storage)?.rev() {
-            let (k, _) = row.map_err(storage)?;
-            out.push(k.value());
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every dead letter that decodes, oldest first.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn dead_letters(&self) -> Result<Vec<Record>, Error> {
-        let mut ignored = Vec::new();
-        all_records(
-            &self.db()?.begin_read().map_err(storage)?,
-            DEAD,
-            "dead",
-            &mut ignored,
-        )
-    }
-
-    /// How many dead letters there are, without reading them.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn dead_count(&self) -> Result<usize, Error> {
-        self.count(DEAD)
-    }
-
-    fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        table: TableDefinition<'_, K, V>,
-    ) -> Result<usize, Error> {
-        use redb::ReadableTableMetadata;
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let t = txn.open_table(table).map_err(storage)?;
-        Ok(usize::try_from(t.len().map_err(storage)?).unwrap_or(usize::MAX))
-    }
-
-    /// Actions created over the API (rows that do not decode are in the
-    /// quarantine after start).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn actions(&self) -> Result<Vec<StoredAction>, Error> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let table = txn.open_table(ACTIONS).map_err(storage)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(storage)? {
-            let (_, v) = row.map_err(storage)?;
-            if let Ok(a) = serde_json::from_slice(v.value()) {
-                out.push(a);
-            }
-        }
-        Ok(out)
-    }
-
-    /// One undelivered event.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn get(&self, id: u64) -> Result<Option<Record>, Error> {
-        self.record(EVENTS, id)
-    }
-
-    /// One dead letter.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn dead_letter(&self, id: u64) -> Result<Option<Record>, Error> {
-        self.record(DEAD, id)
-    }
-
-    fn record(&self, table: TableDefinition<'_, u64, &[u8]>, id: u64) -> Result<Option<Record>, Error> {
-        let txn = self.db()?.begin_read().map_err(storage)?;
-        let table = txn.open_table(table).map_err(storage)?;
-        let Some(v) = table.get(id).map_err(storage)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| Error::Corrupt(id, e.to_string()))
-    }
-
-    /// Commits `changes` in one transaction, fsync'd when `durable`.
-    ///
-    /// # Errors
-    /// When the commit fails; the caller then [`Store::close`]s and later
-    /// [`Store::reopen`]s the file.
-    pub fn apply(&self, changes: &[&Change], durable: bool) -> Result<(), Error> {
-        let db = self.db()?;
-        guarded(&self.path, || apply(&db, changes, durable))
-    }
-
-    /// Commits one change durably (start-up and the offline CLI).
-    ///
-    /// # Errors
-    /// When the commit fails.
-    pub fn commit_here(&self, change: Change) -> Result<(), Error> {
-        self.apply(&[&change], true)
-    }
-
-    /// The file's size in bytes.
-    pub fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
-    }
 }
 
 fn damaged(table: &str, key: impl ToString, e: &dyn std::fmt::Display, raw: &[u8]) -> Damaged {
@@ -744,12 +450,8 @@ fn all_records(
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
-        match serde_json::from_slice::<Record>(v.value()) {
-            Ok(r) if r.head().is_ok() => out.push(r),
-            Ok(r) => {
-                let e = r.head().err().map(|e| e.to_string()).unwrap_or_default();
-                damaged_rows.push(damaged(name, k.value(), &e, v.value()));
-            }
+        match envelope::decode_record(v.value()) {
+            Ok(r) => out.push(r),
             Err(e) => damaged_rows.push(damaged(name, k.value(), &e, v.value())),
         }
     }
@@ -800,8 +502,8 @@ fn migrate_open_by_digest(txn: &redb::WriteTransaction) -> Result<(), Error> {
             .max(1);
         for row in old.iter().map_err(storage)? {
             let (_, v) = row.map_err(storage)?;
-            if let Ok(o) = serde_json::from_slice::<OpenRow>(v.value()) {
-                let bytes = serde_json::to_vec(&o).map_err(storage)?;
+            if let Ok(o) = envelope::decode_open(v.value()) {
+                let bytes = envelope::encode_open(&o);
                 open.insert(next, bytes.as_slice()).map_err(storage)?;
                 next += 1;
             }
@@ -836,7 +538,7 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
         let mut counters = Counters::default();
         for c in changes {
             for r in &c.put {
-                let bytes = serde_json::to_vec(r).map_err(storage)?;
+                let bytes = envelope::encode_record(r);
                 events.insert(r.id, bytes.as_slice()).map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
@@ -844,7 +546,7 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
                 events.remove(*id).map_err(storage)?;
             }
             for r in &c.dead_put {
-                let bytes = serde_json::to_vec(r).map_err(storage)?;
+                let bytes = envelope::encode_record(r);
                 events.remove(r.id).map_err(storage)?;
                 dead.insert(r.id, bytes.as_slice()).map_err(storage)?;
                 max_id = max_id.max(r.id);
@@ -856,12 +558,12 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
                 open.remove(*id).map_err(storage)?;
             }
             for (id, o) in &c.open_put {
-                let bytes = serde_json::to_vec(o).map_err(storage)?;
+                let bytes = envelope::encode_open(o);
                 open.insert(*id, bytes.as_slice()).map_err(storage)?;
                 max_id = max_id.max(*id);
             }
             for a in &c.action_put {
-                let bytes = serde_json::to_vec(a).map_err(storage)?;
+                let bytes = envelope::encode_action(a);
                 actions
                     .insert(a.name.as_str(), bytes.as_slice())
                     .map_err(storage)?;

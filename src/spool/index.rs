@@ -1,0 +1,456 @@
+//! The spool's memory: queued events in id order, open alerts, and the
+//! idempotency claims. Decisions are made here under the spool's lock by the
+//! writer thread ([`super::writer`]): [`crate::alerts`] says what an event
+//! means, this module applies that, recording each step so that a failed
+//! commit can be undone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{AcceptError, AcceptInput, Accepted, now_ms};
+use crate::alerts::{self, Decision, Open, OpenChange, Situation};
+use crate::dedup::Seen;
+use crate::pagerduty::EventAction;
+use crate::store::{Change, Counters, OpenRow, Record};
+
+/// Most bytes of queued events kept encoded in memory, so that sending them
+/// needs no store read. A byte budget, not a count: events may be up to
+/// 512 KB each.
+const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// An alert, (routing key, dedup key), as a keyed 128-bit digest: the index
+/// holds one per open alert, and there may be very many, so it keeps 16
+/// bytes instead of both strings (the store has those). The key is random
+/// per process, so no one can choose colliding alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct AlertId([u64; 2]);
+
+/// An open alert and the row that stores it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OpenEntry {
+    pub(super) alert: Open,
+    /// Its row id in the store's open-alert table.
+    pub(super) row: u64,
+}
+
+/// An undelivered event, as delivery sees it. The event itself stays in the
+/// store until it is sent, so a long outage costs little memory.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) alert: AlertId,
+    pub(super) key: Arc<str>,
+    pub(super) dedup_key: Arc<str>,
+    pub(super) action: EventAction,
+    pub(super) action_name: Arc<str>,
+    /// The body as sent, kept while the queue holds under
+    /// [`WIRE_CACHE_BYTES`] of them; `None` after a restart or in a long backlog.
+    pub(super) wire: Option<bytes::Bytes>,
+    pub(super) committed: bool,
+    /// Superseded by a decision whose commit is under way: never sent.
+    pub(super) held: bool,
+    pub(super) in_flight: bool,
+    pub(super) due: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    pub(super) queued: BTreeMap<u64, Entry>,
+    /// Queued ids per alert, oldest first: only the first may be sent.
+    by_alert: HashMap<AlertId, Vec<u64>>,
+    /// Queued events per routing key.
+    pub(super) per_key: HashMap<Arc<str>, usize>,
+    pub(super) open: HashMap<AlertId, OpenEntry>,
+    pub(super) next_id: u64,
+    pub(super) counters: Counters,
+    pub(super) in_flight: usize,
+    /// The key of [`AlertId`] digests.
+    digest_key: std::hash::RandomState,
+    /// Routing keys and action names, shared by every entry that has them.
+    names: HashSet<Arc<str>>,
+    /// Bytes of `wire` held by queued entries.
+    pub(super) wire_bytes: usize,
+    /// Idempotency claims.
+    pub(super) seen: Seen,
+}
+
+/// How to take back one step of a decision whose commit failed.
+#[derive(Debug)]
+pub(super) enum Undo {
+    /// A new queued entry: remove it (on success: mark it committed).
+    Inserted(u64),
+    /// A superseded entry held back: release it (on success: remove it).
+    Held(u64),
+    /// An open alert as it was, and whether its trigger was in flight then
+    /// (it may have been delivered meanwhile).
+    Open(AlertId, Option<OpenEntry>, bool),
+    /// The id counter as it was.
+    NextId(u64),
+    /// Superseded events counted.
+    Superseded(u64),
+    /// An idempotency claim made.
+    Claim(u128),
+}
+
+pub(super) fn open_row(key: &str, dedup: &str, open: OpenEntry) -> (u64, OpenRow) {
+    let row = OpenRow {
+        routing_key: key.to_owned(),
+        dedup_key: dedup.to_owned(),
+        class: open.alert.class,
+        dead: open.alert.dead,
+    };
+    (open.row, row)
+}
+
+impl Index {
+    pub(super) fn new(next_id: u64, counters: Counters, seen: Seen) -> Self {
+        Self {
+            next_id,
+            counters,
+            seen,
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn alert_id(&self, routing_key: &str, dedup_key: &str) -> AlertId {
+        use std::hash::BuildHasher;
+        let half = |domain: u8| self.digest_key.hash_one((domain, routing_key, dedup_key));
+        AlertId([half(1), half(2)])
+    }
+
+    /// The shared copy of a routing key or action name.
+    pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
+    }
+
+    /// Queues an entry read back from the store at start.
+    pub(super) fn restore(&mut self, r: &Record, due: Instant) {
+        let key = self.intern(&r.routing_key);
+        let action_name = self.intern(&r.action);
+        let alert = self.alert_id(&key, &r.dedup_key);
+        self.insert(
+            r.id,
+            Entry {
+                alert,
+                key,
+                dedup_key: Arc::from(r.dedup_key.as_str()),
+                action: r.event_action,
+                action_name,
+                wire: None,
+                committed: true,
+                held: false,
+                in_flight: false,
+                due,
+            },
+        );
+    }
+
+    /// Sets an alert read back from the store; returns the row it replaces
+    /// (an older row of the same alert, left by a failed commit).
+    pub(super) fn restore_open(&mut self, row: u64, o: &OpenRow) -> Option<u64> {
+        let k = self.alert_id(&o.routing_key, &o.dedup_key);
+        let entry = OpenEntry {
+            alert: Open::restored(o.class, o.dead),
+            row,
+        };
+        self.open.insert(k, entry).map(|old| old.row)
+    }
+
+    fn insert(&mut self, id: u64, entry: Entry) {
+        self.by_alert.entry(entry.alert).or_default().push(id);
+        *self.per_key.entry(entry.key.clone()).or_default() += 1;
+        self.wire_bytes += entry.wire.as_ref().map_or(0, bytes::Bytes::len);
+        self.queued.insert(id, entry);
+    }
+
+    pub(super) fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.queued.remove(&id)?;
+        self.wire_bytes -= entry.wire.as_ref().map_or(0, bytes::Bytes::len);
+        if let Some(ids) = self.by_alert.get_mut(&entry.alert) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_alert.remove(&entry.alert);
+            }
+        }
+        if let Some(n) = self.per_key.get_mut(&entry.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&entry.key);
+            }
+        }
+        Some(entry)
+    }
+
+    /// Whether `id` is the oldest queued event of its alert.
+    pub(super) fn is_first_of_alert(&self, id: u64, e: &Entry) -> bool {
+        self.by_alert.get(&e.alert).and_then(|ids| ids.first()) == Some(&id)
+    }
+
+    /// Queued (not in flight) triggers of an alert.
+    fn queued_triggers(&self, k: &AlertId) -> Vec<u64> {
+        self.by_alert
+            .get(k)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| {
+                        self.queued
+                            .get(id)
+                            .is_some_and(|e| e.action == EventAction::Trigger && !e.in_flight && !e.held)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn trigger_in_flight(&self, k: &AlertId) -> bool {
+        self.by_alert.get(k).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.queued
+                    .get(id)
+                    .is_some_and(|e| e.action == EventAction::Trigger && e.in_flight)
+            })
+        })
+    }
+
+    /// Sets an alert's open state, remembering how it was.
+    fn set_open(&mut self, k: AlertId, open: Option<OpenEntry>, undo: &mut Vec<Undo>) {
+        let in_flight = self.trigger_in_flight(&k);
+        let before = match open {
+            Some(o) => self.open.insert(k, o),
+            None => self.open.remove(&k),
+        };
+        undo.push(Undo::Open(k, before, in_flight));
+    }
+
+    /// Holds back the queued triggers of an alert: superseded, never sent.
+    fn hold_queued_triggers(&mut self, k: &AlertId, change: &mut Change, undo: &mut Vec<Undo>) {
+        for id in self.queued_triggers(k) {
+            if let Some(e) = self.queued.get_mut(&id) {
+                e.held = true;
+            }
+            change.delete.push(id);
+            undo.push(Undo::Held(id));
+        }
+    }
+
+    /// Decides what one webhook's event means given what is open and
+    /// queued ([`alerts::decide`]), applies that to the index (recording how
+    /// to undo it) and adds what must be written to `change`.
+    pub(super) fn decide_accept(
+        &mut self,
+        capacity: usize,
+        input: AcceptInput,
+        change: &mut Change,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Accepted, AcceptError> {
+        let now = now_ms();
+        let now_u = u64::try_from(now).unwrap_or(0);
+        if let Some(claim) = input.claim
+            && self.seen.contains(claim, now_u)
+        {
+            return Ok(Accepted::Duplicate);
+        }
+        let key = self.intern(&input.record.routing_key);
+        let k = self.alert_id(&key, &input.record.dedup_key);
+        let current = self.open.get(&k).copied();
+        let situation = Situation {
+            open: current.map(|o| o.alert),
+            queued_triggers: self.queued_triggers(&k).len() as u64,
+            trigger_in_flight: self.trigger_in_flight(&k),
+            full: self.queued.len() >= capacity,
+        };
+        let plan = match alerts::decide(input.disposition, &situation) {
+            Decision::Apply(plan) => plan,
+            Decision::Ignore(reason) => return Ok(Accepted::Ignored { reason }),
+            Decision::Full => return Err(AcceptError::Full),
+        };
+        // A new open row takes the id this event gets (or would get).
+        let row = self.next_id;
+        match plan.open {
+            OpenChange::Keep => {}
+            OpenChange::Set(alert) => {
+                if let Some(old) = current {
+                    change.open_delete.push(old.row);
+                }
+                let entry = OpenEntry { alert, row };
+                self.set_open(k, Some(entry), undo);
+                change
+                    .open_put
+                    .push(open_row(&key, &input.record.dedup_key, entry));
+            }
+            OpenChange::Close => {
+                if let Some(old) = current {
+                    change.open_delete.push(old.row);
+                }
+                self.set_open(k, None, undo);
+            }
+        }
+        if plan.supersede_queued {
+            self.hold_queued_triggers(&k, change, undo);
+        }
+        if plan.superseded > 0 {
+            change.counters.superseded += plan.superseded;
+            self.counters.superseded += plan.superseded;
+            undo.push(Undo::Superseded(plan.superseded));
+            tracing::info!(dedup_key = %crate::logging::escape(&input.record.dedup_key),
+                superseded = plan.superseded, "queued trigger made moot before it was sent");
+        }
+        if let Some(claim) = input.claim {
+            self.seen.insert(claim, now_u);
+            change.seen_put.push((now_u, claim));
+            undo.push(Undo::Claim(claim));
+        }
+        if !plan.send {
+            return Ok(Accepted::Superseded);
+        }
+        let id = self.next_id;
+        undo.push(Undo::NextId(id));
+        self.next_id += 1;
+        let wire = (self.wire_bytes + input.wire.len() <= WIRE_CACHE_BYTES).then_some(input.wire);
+        let action_name = self.intern(&input.record.action);
+        let mut record = input.record;
+        record.id = id;
+        record.accepted_ms = now;
+        record.next_attempt_ms = now;
+        self.insert(
+            id,
+            Entry {
+                alert: k,
+                key,
+                dedup_key: Arc::from(record.dedup_key.as_str()),
+                action: record.event_action,
+                action_name,
+                wire,
+                committed: false,
+                held: false,
+                in_flight: false,
+                due: Instant::now(),
+            },
+        );
+        undo.push(Undo::Inserted(id));
+        change.put.push(record);
+        Ok(Accepted::Queued { id })
+    }
+
+    /// Decides how a dead letter goes back in the queue, as a new event
+    /// sent now: a trigger opens its alert again.
+    pub(super) fn decide_requeue(
+        &mut self,
+        mut record: Record,
+        change: &mut Change,
+        undo: &mut Vec<Undo>,
+    ) -> u64 {
+        let new_id = self.next_id;
+        undo.push(Undo::NextId(new_id));
+        self.next_id += 1;
+        let key = self.intern(&record.routing_key);
+        let k = self.alert_id(&key, &record.dedup_key);
+        if let (EventAction::Trigger, Some(class)) = (record.event_action, record.class) {
+            let entry = OpenEntry {
+                alert: Open::new(class),
+                row: new_id,
+            };
+            if let Some(old) = self.open.get(&k) {
+                change.open_delete.push(old.row);
+            }
+            self.set_open(k, Some(entry), undo);
+            change.open_put.push(open_row(&key, &record.dedup_key, entry));
+        }
+        let action_name = self.intern(&record.action);
+        self.insert(
+            new_id,
+            Entry {
+                alert: k,
+                key,
+                dedup_key: Arc::from(record.dedup_key.as_str()),
+                action: record.event_action,
+                action_name,
+                wire: None,
+                committed: false,
+                held: false,
+                in_flight: false,
+                due: Instant::now(),
+            },
+        );
+        undo.push(Undo::Inserted(new_id));
+        change.dead_delete.push(record.id);
+        record.requeue(new_id, now_ms());
+        change.put.push(record);
+        new_id
+    }
+
+    /// The commit of a decision succeeded: its new entries may be sent,
+    /// what it superseded is gone.
+    pub(super) fn commit(&mut self, undo: &[Undo]) {
+        for step in undo {
+            match step {
+                Undo::Inserted(id) => {
+                    if let Some(e) = self.queued.get_mut(id) {
+                        e.committed = true;
+                    }
+                }
+                Undo::Held(id) => {
+                    self.remove(*id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The commit of a decision failed: put the index back as it was.
+    pub(super) fn undo(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Inserted(id) => {
+                    self.remove(id);
+                }
+                Undo::Held(id) => {
+                    if let Some(e) = self.queued.get_mut(&id) {
+                        e.held = false;
+                    }
+                }
+                Undo::Open(k, before, was_in_flight) => match before {
+                    Some(mut open) => {
+                        // A trigger that was in flight may have reached
+                        // PagerDuty since: count it as seen (an extra
+                        // resolve is harmless, a missing one is not).
+                        if was_in_flight || self.open.get(&k).is_some_and(|o| o.alert.delivered) {
+                            open.alert = open.alert.delivered();
+                        }
+                        self.open.insert(k, open);
+                    }
+                    None => {
+                        self.open.remove(&k);
+                    }
+                },
+                Undo::NextId(id) => self.next_id = id,
+                Undo::Superseded(n) => self.counters.superseded -= n,
+                Undo::Claim(c) => self.seen.remove(c),
+            }
+        }
+    }
+
+    /// A routing key's sends succeed again: every event of it waiting is due
+    /// now. Returns how many wait.
+    pub(super) fn make_due(&mut self, key: &str, now: Instant) -> usize {
+        let mut n = 0;
+        for e in self
+            .queued
+            .values_mut()
+            .filter(|e| &*e.key == key && !e.in_flight)
+        {
+            if e.due > now {
+                e.due = now;
+            }
+            n += 1;
+        }
+        n
+    }
+}
