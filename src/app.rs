@@ -81,12 +81,6 @@ impl App {
         if config.actions.is_empty() {
             tracing::warn!("no --action configured: every webhook will get 404 until one is");
         }
-        for a in config.actions.iter() {
-            if let Err(why) = crate::pagerduty::check_routing_key(a.routing_key.expose()) {
-                tracing::warn!(action = %a.name, routing_key = %a.routing_key,
-                    "this routing key will be refused by PagerDuty: {why}");
-            }
-        }
         tracing::info!(
             listen = %addr,
             actions = %config.actions.names().join(","),

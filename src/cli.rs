@@ -31,7 +31,7 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 /// # Errors
 /// Invalid settings, or an input that cannot be read.
 pub fn translate(args: &TranslateArgs) -> anyhow::Result<Value> {
-    let actions = config::parse_actions(&args.common.actions)?;
+    let actions = config::actions(&args.common.actions)?;
     let options = config::translate_options(&args.common)?;
     let placeholder = Action {
         name: "default".to_owned(),

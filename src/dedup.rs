@@ -65,14 +65,7 @@ pub struct Seen {
 /// A 128-bit digest of (action, event id); stable across restarts (it is
 /// stored), and collisions are out of reach for anyone choosing ids.
 pub fn digest(action: &str, event_id: &str) -> u128 {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(action.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(event_id.as_bytes());
-    let d = ctx.finish();
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d.as_ref()[..16]);
-    u128::from_le_bytes(b)
+    crate::digest::sha256_128(&[action.as_bytes(), event_id.as_bytes()])
 }
 
 impl Seen {

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod dedup;
 pub(crate) mod deliver;
+pub(crate) mod digest;
 pub mod logging;
 pub mod pagerduty;
 pub mod prefect;

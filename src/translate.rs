@@ -278,7 +278,7 @@ fn dedup_key(n: &Notification, action: &str) -> String {
     }
     if let Some(id) = n.automation.as_ref().and_then(|a| a.id.as_deref()) {
         let labels = Value::Object(n.labels.clone()).to_string();
-        let digest = pagerduty::sha256_hex(labels.as_bytes());
+        let digest = crate::digest::sha256_hex(labels.as_bytes());
         return format!("prefect/automation/{id}/{}", &digest[..16]);
     }
     if let Some(id) = &n.event_id {

@@ -364,7 +364,7 @@ pub fn parse(body: &[u8], event_id_header: Option<&str>) -> Notification {
             .map(str::to_owned);
     }
     if n.event_id.is_none() {
-        n.body_digest = Some(crate::pagerduty::sha256_hex(body)[..16].to_owned());
+        n.body_digest = Some(crate::digest::sha256_hex(body)[..16].to_owned());
     }
     n
 }

@@ -1,0 +1,343 @@
+//! `serve` and `translate` flags → the validated settings the bridge runs
+//! on. Each rule is checked once, here or in [`super::values`]; an error
+//! names the flag (and so its `PPB_*` twin) and what it accepts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::values::{ActionSpec, ApiTokenSpec, Rate, SecretSource, ValueError};
+use super::{CommonArgs, Region, ServeArgs};
+use crate::actions::{Action, Actions};
+use crate::server::auth::Tokens;
+use crate::translate;
+
+/// Largest `--max-body` accepted: a Prefect payload is a few KB, and one
+/// request may hold this much memory.
+const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Shortest `--request-timeout`: less cannot read a request over a real network.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+/// `--pagerduty-burst` when not given (or the rate's count if lower).
+const DEFAULT_BURST: u32 = 10;
+/// `--retry-max-interval` when not given (or the initial interval if longer).
+const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// A setting that does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's value does not hold.
+    #[error("{flag}: {problem}")]
+    Invalid {
+        /// The flag (its `PPB_*` twin is listed in `--help`).
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        problem: String,
+    },
+    /// Two actions with one name.
+    #[error("--action {0:?} is given twice")]
+    DuplicateAction(String),
+    /// Open to the network without a webhook token.
+    #[error(
+        "refusing to listen on {0} without --webhook-token: anyone who can reach it could page your on-call; \
+         set --webhook-token, listen on a loopback address, or pass --allow-unauthenticated"
+    )]
+    Unauthenticated(SocketAddr),
+}
+
+fn invalid(flag: &'static str, problem: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        problem: problem.to_string(),
+    }
+}
+
+/// Reads and checks every `--action`.
+///
+/// # Errors
+/// The first action whose key cannot be read or is not an integration key,
+/// or a name given twice.
+pub fn actions(specs: &[String]) -> Result<Actions, ConfigError> {
+    let mut list: Vec<Action> = Vec::new();
+    // An empty item (a trailing comma in PPB_ACTIONS) names nothing.
+    for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
+        let action = spec
+            .parse::<ActionSpec>()
+            .and_then(|spec| spec.resolve())
+            .map_err(|e: ValueError| invalid("--action", e))?;
+        if list.iter().any(|a| a.name == action.name) {
+            return Err(ConfigError::DuplicateAction(action.name));
+        }
+        list.push(action);
+    }
+    Actions::try_new(list).map_err(ConfigError::DuplicateAction)
+}
+
+/// Translation options from the shared flags.
+///
+/// # Errors
+/// When `--prefect-ui-url` is not a plain http(s) URL.
+pub fn translate_options(common: &CommonArgs) -> Result<translate::Options, ConfigError> {
+    if let Some(u) = &common.prefect_ui_url {
+        web_url("--prefect-ui-url", u)?;
+    }
+    Ok(translate::Options {
+        source: common.source.clone(),
+        ui_base: common.prefect_ui_url.clone(),
+    })
+}
+
+/// A URL flag must be plain http(s), with a host and no credentials (the
+/// one rule for URLs, [`crate::pagerduty::is_web_url`]).
+fn web_url(flag: &'static str, url: &url::Url) -> Result<(), ConfigError> {
+    if crate::pagerduty::is_web_url(url) {
+        Ok(())
+    } else {
+        Err(invalid(
+            flag,
+            format!("{url}: only http and https URLs with a host and without credentials are supported"),
+        ))
+    }
+}
+
+fn non_zero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(flag, "must be longer than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
+/// Validated `serve` settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Actions by name.
+    pub actions: Actions,
+    /// Translation options.
+    pub translate: translate::Options,
+    /// Events API base.
+    pub pagerduty_url: url::Url,
+    /// Log instead of sending.
+    pub dry_run: bool,
+    /// Body limit, bytes.
+    pub max_body: usize,
+    /// Spool file.
+    pub spool: PathBuf,
+    /// Most undelivered events held.
+    pub queue_capacity: usize,
+    /// Delivery settings.
+    pub(crate) delivery: crate::deliver::Settings,
+    /// Idempotency window.
+    pub dedup_ttl: Duration,
+    /// Idempotency claims remembered.
+    pub dedup_capacity: u64,
+    /// Tokens.
+    pub(crate) tokens: Tokens,
+    /// PEM certificate chain and key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whole-request time limit.
+    pub request_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Connection cap per client IP.
+    pub max_connections_per_ip: usize,
+    /// Idle connection deadline.
+    pub idle_timeout: Duration,
+    /// Per-IP request rate.
+    pub ingress_rate: Option<(u32, Duration)>,
+}
+
+impl ServeConfig {
+    /// Validates `serve` flags.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let pagerduty_url = match (&args.pagerduty_url, args.region) {
+            (Some(u), _) => u.clone(),
+            (None, region) => {
+                let base = region.unwrap_or(Region::Us).base_url();
+                url::Url::parse(base).map_err(|e| invalid("--region", e))?
+            }
+        };
+        web_url("--pagerduty-url", &pagerduty_url)?;
+
+        let max_body = args.max_body.0;
+        if max_body == 0 || max_body > MAX_BODY_LIMIT {
+            return Err(invalid("--max-body", "must be from 1 byte to 64MiB"));
+        }
+        let request_timeout = args.request_timeout.0;
+        if request_timeout < MIN_REQUEST_TIMEOUT {
+            return Err(invalid("--request-timeout", "must be at least 100ms"));
+        }
+        let rate: Rate = args.pagerduty_rate;
+        let burst = match args.pagerduty_burst {
+            None => DEFAULT_BURST.min(rate.n),
+            Some(b) if b > rate.n => {
+                return Err(invalid(
+                    "--pagerduty-burst",
+                    format!(
+                        "{b} is more than the {} events --pagerduty-rate allows per window",
+                        rate.n
+                    ),
+                ));
+            }
+            Some(b) => b,
+        };
+        let retry_initial = non_zero("--retry-initial-interval", args.retry_initial_interval.0)?;
+        let retry_max = match args.retry_max_interval {
+            None => DEFAULT_RETRY_MAX.max(retry_initial),
+            Some(m) if m.0 < retry_initial => {
+                return Err(invalid(
+                    "--retry-max-interval",
+                    format!(
+                        "{:?} is shorter than --retry-initial-interval ({retry_initial:?})",
+                        m.0
+                    ),
+                ));
+            }
+            Some(m) => m.0,
+        };
+        let given = |list: &[String]| -> Vec<String> {
+            list.iter().filter(|t| !t.trim().is_empty()).cloned().collect()
+        };
+        let tokens = Tokens {
+            webhook: given(&args.webhook_tokens)
+                .iter()
+                .map(|t| {
+                    let source: SecretSource = t.parse().map_err(|e| invalid("--webhook-token", e))?;
+                    source.read().map_err(|e| invalid("--webhook-token", e))
+                })
+                .collect::<Result<_, _>>()?,
+            api: given(&args.api_tokens)
+                .iter()
+                .map(|t| {
+                    let spec: ApiTokenSpec = t.parse().map_err(|e| invalid("--api-token", e))?;
+                    Ok((
+                        spec.role,
+                        spec.token.read().map_err(|e| invalid("--api-token", e))?,
+                    ))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        let listen = args.listen;
+        if tokens.webhook.is_empty() && !listen.ip().is_loopback() && !args.allow_unauthenticated {
+            return Err(ConfigError::Unauthenticated(listen));
+        }
+        Ok(Self {
+            listen,
+            actions: actions(&args.common.actions)?,
+            translate: translate_options(&args.common)?,
+            pagerduty_url,
+            dry_run: args.dry_run,
+            max_body: usize::try_from(max_body).map_err(|e| invalid("--max-body", e))?,
+            spool: args.spool.clone(),
+            queue_capacity: args.queue_capacity.get(),
+            delivery: crate::deliver::Settings {
+                max_in_flight: usize::from(args.max_in_flight),
+                rate: rate.pair(),
+                burst,
+                global_rate: args.pagerduty_global_rate.map(Rate::pair),
+                rate_limit_pause: non_zero("--rate-limit-pause", args.rate_limit_pause.0)?,
+                retry_initial,
+                retry_max,
+                max_event_age: non_zero("--max-event-age", args.max_event_age.0)?,
+            },
+            dedup_ttl: args.dedup_ttl.0,
+            dedup_capacity: args.dedup_capacity.get(),
+            tokens,
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                // clap's `requires` makes these go together.
+                _ => None,
+            },
+            request_timeout,
+            max_connections: args.max_connections.get(),
+            max_connections_per_ip: args.max_connections_per_ip.get(),
+            idle_timeout: non_zero("--idle-timeout", args.idle_timeout.0)?,
+            ingress_rate: args.ingress_rate.map(Rate::pair),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn serve(extra: &[&str]) -> Result<ServeConfig, String> {
+        let action = format!("a={KEY}");
+        let mut argv = vec!["ppb", "serve", "--action", &action];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+            Command::Serve(args) => ServeConfig::from_args(&args).map_err(|e| e.to_string()),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_hold() {
+        let c = serve(&[]).expect("defaults");
+        assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.delivery.burst, 10);
+        assert_eq!(c.delivery.retry_max, Duration::from_secs(300));
+        assert_eq!(c.queue_capacity, 1_000_000);
+    }
+
+    #[test]
+    fn derived_defaults_follow_what_was_given() {
+        let c = serve(&["--pagerduty-rate", "4/min"]).expect("low rate");
+        assert_eq!(c.delivery.burst, 4);
+        let c = serve(&["--retry-initial-interval", "10m"]).expect("long retry");
+        assert_eq!(c.delivery.retry_max, Duration::from_secs(600));
+        let c = serve(&["--max-body", "500KB"]).expect("KB");
+        assert_eq!(c.max_body, 500_000);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        for (args, flag) in [
+            (&["--max-body", "0"][..], "--max-body"),
+            (&["--max-body", "65MiB"], "--max-body"),
+            (&["--max-body", "64k"], "--max-body"),
+            (&["--request-timeout", "50ms"], "--request-timeout"),
+            (&["--pagerduty-burst", "200"], "--pagerduty-burst"),
+            (&["--pagerduty-burst", "0"], "--pagerduty-burst"),
+            (&["--retry-initial-interval", "0s"], "--retry-initial-interval"),
+            (
+                &["--retry-initial-interval", "1m", "--retry-max-interval", "1s"],
+                "--retry-max-interval",
+            ),
+            (&["--queue-capacity", "0"], "--queue-capacity"),
+            (&["--dedup-capacity", "0"], "--dedup-capacity"),
+            (&["--max-connections", "0"], "--max-connections"),
+            (&["--idle-timeout", "0s"], "--idle-timeout"),
+            (&["--rate-limit-pause", "0s"], "--rate-limit-pause"),
+            (&["--max-event-age", "0s"], "--max-event-age"),
+            (&["--pagerduty-rate", "0/min"], "--pagerduty-rate"),
+            (&["--max-in-flight", "0"], "--max-in-flight"),
+            (&["--pagerduty-url", "ftp://example.com"], "--pagerduty-url"),
+            (
+                &["--pagerduty-url", "https://user:pw@example.com"],
+                "--pagerduty-url",
+            ),
+            (&["--prefect-ui-url", "file:///etc/passwd"], "--prefect-ui-url"),
+            (&["--api-token", "root:abc"], "--api-token"),
+            (&["--action", "b=short"], "--action"),
+        ] {
+            let err = serve(args).expect_err(&format!("{args:?} must be refused"));
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_same_action_name_twice_is_refused() {
+        let err = serve(&["--action", &format!("a={KEY}")]).expect_err("twice");
+        assert!(err.contains("twice"), "{err}");
+    }
+}
