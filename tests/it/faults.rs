@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::{Double, Reply};
+use crate::support::wait;
 use crate::support::{KEY_A, capture, client, client_builder, get_json, post, serve_oncall};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -65,7 +66,7 @@ async fn post_and_reset(addr: SocketAddr, body: &[u8], after: Duration) {
     );
     s.write_all(head.as_bytes()).await.expect("head");
     s.write_all(body).await.expect("body");
-    tokio::time::sleep(after).await;
+    wait::hold(after, "the client hangs up this long after sending").await;
     s.set_zero_linger().expect("linger");
     drop(s);
 }
@@ -75,26 +76,18 @@ async fn spool_stats(b: &Bridge) -> Value {
     get_json(&format!("{}/v1/spool", b.url())).await
 }
 
-/// Polls `check` every 20 ms until it holds; panics with `what` after `timeout`.
-async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+/// Polls `check` until it holds; panics with `what` after `timeout`.
+async fn eventually<F, Fut>(timeout: Duration, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::holds(timeout, what, check).await;
 }
 
 /// Waits until nothing is queued or in flight.
 async fn drained(b: &Bridge) {
-    eventually(WAIT, "the spool is drained", || async {
-        let s = spool_stats(b).await;
-        s["queued"] == 0 && s["in_flight"] == 0
-    })
-    .await;
+    wait::drained(b, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +154,11 @@ async fn a_request_timeout_shorter_than_the_commit_does_not_refuse_a_stored_even
             post(&url, run_event(run, "FAILED", "Failed", "a")).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait::hold(
+        Duration::from_millis(2500),
+        "the disk stays frozen past the request timeout",
+    )
+    .await;
     drop(frozen);
     for t in tasks {
         let (status, body) = t.await.expect("task");
@@ -438,7 +435,7 @@ async fn connection_floods_do_not_lock_out_the_intake() {
         prefaces.extend(flood(&format!("127.0.0.{ip}"), b.addr, 32, H2_PREFACE).await);
     }
     // Connections become candidates for closing once idle for a second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait::hold(Duration::from_millis(1100), "the flood's connections sit idle").await;
     webhook_within_a_second(&b.intake("oncall"), &fresh(), 2).await;
     drop((idle, prefaces));
     double.wait_accepted(2, WAIT).await;
@@ -466,13 +463,17 @@ async fn closed_after(mut stream: impl tokio::io::AsyncRead + Unpin) -> Duration
     use tokio::io::AsyncReadExt as _;
     let started = Instant::now();
     let mut buf = vec![0u8; 4096];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) => continue, // SETTINGS, GOAWAY
-            Err(_) => panic!("an idle connection was held for 10 s"),
+    let closed = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {} // SETTINGS, GOAWAY
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("an idle connection was held for 10 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,7 +484,7 @@ async fn stalled_tls_handshakes_do_not_lock_out_the_intake() {
     for ip in 2..8 {
         stalled.extend(flood(&format!("127.0.0.{ip}"), b.addr, 16, b"").await);
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait::hold(Duration::from_millis(1100), "the handshakes stay stalled").await;
     let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).expect("ca");
     let trusting = client_builder().tls_certs_only([ca]).build().expect("client");
     let url = format!("https://127.0.0.1:{}/v1/prefect/oncall", b.addr.port());
@@ -767,7 +768,7 @@ async fn an_event_id_is_a_duplicate_across_a_restart() {
         (200, Some("duplicate")),
         "{body}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::drained(&b, WAIT).await;
     assert_eq!(double.received().len(), 1, "sent once");
 }
 
@@ -831,8 +832,12 @@ async fn control_characters_never_reach_a_log_line_or_a_dedup_key() {
             let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
         }
     });
+    let deadline = Instant::now() + Duration::from_secs(20);
     let addr = loop {
-        let text = rx.recv_timeout(Duration::from_secs(20)).expect("bridge log");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let text = rx
+            .recv_timeout(left)
+            .expect("the bridge logs where it listens within 20 s");
         if let Some(at) = text.find("listen=") {
             let rest = &text[at + 7..];
             break rest[..rest.find(' ').unwrap_or(rest.len())].to_owned();
@@ -860,11 +865,18 @@ async fn control_characters_never_reach_a_log_line_or_a_dedup_key() {
             .0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both outcomes are in the log before it is read whole.
+    let deadline = Instant::now() + WAIT;
+    let mut text = String::new();
+    while !(text.contains("delivered to PagerDuty") && text.contains("nothing to send")) {
+        assert!(Instant::now() < deadline, "outcomes not logged: {text}");
+        if let Ok(t) = rx.recv_timeout(Duration::from_millis(100)) {
+            text = t;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let mut text = String::new();
-    while let Ok(t) = rx.recv_timeout(Duration::from_millis(500)) {
+    while let Ok(t) = rx.recv_timeout(Duration::from_millis(200)) {
         text = t;
     }
     assert!(text.contains("delivered to PagerDuty"), "{text}");
@@ -903,7 +915,7 @@ async fn a_failing_key_is_probed_and_its_backlog_goes_out_on_recovery() {
         );
     }
     let outage = Duration::from_secs(3);
-    tokio::time::sleep(outage).await;
+    wait::hold(outage, "PagerDuty stays down").await;
     let failed = double.received().len();
     // The sends in flight when it began (at most --max-in-flight 8), then
     // one probe every 500 ms.

@@ -268,15 +268,10 @@ async fn dry_run_sends_nothing_and_logs_the_event() {
     let b = bridge(&double, &["--dry-run"]);
     let (status, _) = post(&b.intake("oncall"), capture("failed_event_tojson")).await;
     assert_eq!(status, 202);
-    let deadline = std::time::Instant::now() + WAIT;
-    while !b.logs().iter().any(|l| l.contains("dry run")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no dry-run log line: {:#?}",
-            b.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait::holds(WAIT, "a dry-run log line", || async {
+        b.logs().iter().any(|l| l.contains("dry run"))
+    })
+    .await;
     assert!(
         !b.logs().iter().any(|l| l.contains("delivered to PagerDuty")),
         "a dry run must not claim a delivery"
@@ -293,26 +288,19 @@ async fn delivery_outcomes_are_logged_without_the_routing_key() {
     post(&b.intake("oncall"), capture("crashed_event_tojson")).await;
     post(&b.intake("oncall"), capture("late_reactive")).await;
     double.wait_until(WAIT, "3 requests", |r| r.len() >= 3).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let logs = crate::support::wait::until(WAIT, "every outcome is logged", || async {
         let logs = b.logs().join("\n");
-        if logs.contains("will retry")
+        (logs.contains("will retry")
             && logs.contains("rate-limited")
-            && logs.contains("delivered to PagerDuty")
-        {
-            assert!(!logs.contains(KEY_A), "the full routing key is in the log");
-            assert!(
-                logs.contains(&KEY_A[28..]),
-                "the last four characters identify the key"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "outcomes not logged:\n{logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            && logs.contains("delivered to PagerDuty"))
+        .then_some(logs)
+    })
+    .await;
+    assert!(!logs.contains(KEY_A), "the full routing key is in the log");
+    assert!(
+        logs.contains(&KEY_A[28..]),
+        "the last four characters identify the key"
+    );
 }
 
 /// The double must be able to say no: the spec check is not a rubber stamp.

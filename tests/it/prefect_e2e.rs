@@ -21,6 +21,20 @@ use crate::support::{KEY_A, client};
 /// A Prefect server process; killed on drop.
 struct PrefectServer(Child);
 
+/// Prints the Prefect server's log when the test fails while it is held.
+struct ServerLog(PathBuf);
+
+impl Drop for ServerLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the Prefect server's log:\n{}",
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
+    }
+}
+
 impl Drop for PrefectServer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -144,20 +158,21 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
             .expect("start prefect server"),
     );
     let http = client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = http.get(format!("{ui}/api/health")).send().await
-            && r.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "prefect server did not become healthy:\n{}",
-            std::fs::read_to_string(home.path().join("server.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let healthy = crate::support::wait::until(
+        Duration::from_secs(120),
+        "the Prefect server is healthy",
+        || async {
+            let ok = http
+                .get(format!("{ui}/api/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            Some(ok).filter(|ok| *ok)
+        },
+    );
+    // On any failure from here on, the Prefect server's log is shown.
+    let _log = ServerLog(home.path().join("server.log"));
+    healthy.await;
 
     driver(&venv, &env, &["setup", &bridge.intake("oncall")]).await;
     let marker = home.path().join("second-attempt-succeeds");

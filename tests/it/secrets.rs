@@ -12,6 +12,8 @@ use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::{Double, Reply};
 use crate::support::{capture, client};
 
+/// How long the bridge may take to settle after the double has its requests.
+const WAIT_SETTLED: Duration = Duration::from_secs(20);
 const KEY_FLAG: &str = "FLAGKEY0SECRET00000000000000ab12";
 const KEY_ENV: &str = "ENVKEY00SECRET00000000000000cd34";
 const KEY_FILE: &str = "FILEKEY0SECRET00000000000000ef56";
@@ -91,7 +93,18 @@ async fn no_secret_appears_in_logs_responses_or_help() {
             |r| r.len() >= 6,
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Settled: nothing queued or in flight (the API needs the admin token here).
+    crate::support::wait::holds(WAIT_SETTLED, "the bridge has settled", || async {
+        let res = http
+            .get(format!("{}/v1/spool", b.url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("spool");
+        let s: serde_json::Value = res.json().await.expect("json");
+        s["queued"] == 0 && s["in_flight"] == 0
+    })
+    .await;
     for path in ["/v1/actions", "/v1/dead-letters", "/v1/spool", "/healthz"] {
         let res = http
             .get(format!("{}{path}", b.url()))

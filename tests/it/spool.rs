@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::bridge::{BIN, Bridge};
 use crate::support::pagerduty::{Double, Reply};
-use crate::support::{KEY_A, capture, client, get_json, post, serve_oncall, with_state};
+use crate::support::{KEY_A, capture, client, get_json, post, serve_oncall, wait, with_state};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -34,13 +34,14 @@ fn serve(double: &Double, spool: &Path, extra: &[&str]) -> Bridge {
 
 /// Polls the dead-letter list until it holds `n` entries.
 async fn dead_letters(b: &Bridge, n: usize) -> Value {
-    loop {
+    wait::until(WAIT, &format!("{n} dead letter(s)"), || async {
         let v = get_json(&format!("{}/v1/dead-letters", b.url())).await;
-        if v["dead_letters"].as_array().is_some_and(|a| a.len() == n) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        v["dead_letters"]
+            .as_array()
+            .is_some_and(|a| a.len() == n)
+            .then_some(v)
+    })
+    .await
 }
 
 const FAST: [&str; 6] = [
@@ -386,10 +387,9 @@ async fn a_queued_trigger_and_its_resolve_are_both_superseded() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["status"], "superseded");
     double.set_reply(Reply::Accept);
-    // Give the dispatcher time to (wrongly) send anything.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing queued or in flight: nothing can be sent any more.
+    let stats = wait::drained(&b, WAIT).await;
     assert!(double.accepted().is_empty(), "{:#?}", double.accepted());
-    let stats: Value = get_json(&format!("{}/v1/spool", b.url())).await;
     assert_eq!(stats["superseded"], 2);
     assert_eq!(stats["queued"], 0);
     assert_eq!(stats["open_alerts"], 0);
@@ -402,7 +402,7 @@ async fn queued_triggers_collapse_into_the_newest() {
     post(&b.intake("oncall"), with_state(&failed, "FAILED", "TimedOut")).await;
     double.set_reply(Reply::Accept);
     let got = double.wait_accepted(1, WAIT).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait::drained(&b, WAIT).await;
     assert_eq!(
         double.accepted().len(),
         1,
@@ -425,7 +425,10 @@ async fn a_resolve_never_overtakes_its_trigger() {
     let failed = failed_run(9);
     post(&b.intake("oncall"), failed.clone()).await;
     // The trigger is now in flight (the double is slow); the resolve must wait for it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::holds(WAIT, "the trigger is in flight", || async {
+        wait::spool_stats(&b).await["in_flight"] == 1
+    })
+    .await;
     let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;
     assert_eq!(
         (status, answer["status"].as_str()),
@@ -470,7 +473,7 @@ async fn repeats_of_one_prefect_event_are_sent_once() {
         assert_eq!(r.status().as_u16(), expect);
     }
     double.wait_accepted(2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait::drained(&b, WAIT).await;
     assert_eq!(double.accepted().len(), 2);
 }
 
@@ -529,7 +532,11 @@ async fn a_resolve_after_kill_9_still_closes_a_delivered_alert() {
     let failed = failed_run(42);
     assert_eq!(post(&b.intake("oncall"), failed.clone()).await.0, 202);
     double.wait_accepted(1, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The delivery is recorded before the crash.
+    wait::holds(WAIT, "the delivery is recorded", || async {
+        wait::spool_stats(&b).await["delivered"] == 1
+    })
+    .await;
     b.kill();
     let b = serve(&double, &spool, &[]);
     let (status, answer) = post(&b.intake("oncall"), with_state(&failed, "COMPLETED", "Completed")).await;

@@ -30,6 +30,7 @@ impl Bridge {
 
     /// As [`Bridge::serve`], with extra environment variables.
     pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        super::limit::arm();
         // PPB_BRIDGE_BIN runs another build (e.g. `--profile profiling` under perf).
         let bin = std::env::var("PPB_BRIDGE_BIN").unwrap_or_else(|_| BIN.to_owned());
         let mut cmd = Command::new(bin);

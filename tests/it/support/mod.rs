@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod limit;
 pub mod pagerduty;
 pub mod spec;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +69,7 @@ pub fn capture(name: &str) -> Vec<u8> {
 /// A client builder, with the ring provider installed (reqwest is built
 /// without one).
 pub fn client_builder() -> reqwest::ClientBuilder {
+    limit::arm();
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
 }

@@ -114,6 +114,7 @@ impl Drop for Double {
 impl Double {
     /// Starts on a free loopback port, answering 202.
     pub async fn start() -> Self {
+        super::limit::arm();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind double");
         let addr = listener.local_addr().expect("double addr");
         let shared = Arc::new(Shared {
