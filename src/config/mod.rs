@@ -1,6 +1,6 @@
-//! The command line ([`Cli`]), its value types ([`values`]: each a
+//! The command line ([`Cli`]), its value types (`values`: each a
 //! `FromStr` with its tests) and its validation into the settings the bridge
-//! runs on ([`ServeConfig`]).
+//! runs on (`ServeConfig`).
 //!
 //! Every flag has a `PPB_*` environment twin. This is the only module that
 //! reads the environment (through clap, and for `env:VAR` secrets). A value
@@ -8,14 +8,15 @@
 //! the process exits with status 2: nothing is clamped or reinterpreted.
 
 mod serve;
-pub mod values;
+pub(crate) mod values;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use serve::{ConfigError, ServeConfig, actions, translate_options};
+pub use serve::ConfigError;
+pub(crate) use serve::{ServeConfig, actions, translate_options};
 use values::{ByteSize, Rate, Span};
 
 /// The bridge's command line.
@@ -55,11 +56,11 @@ pub const DEFAULT_SPOOL: &str = "prefect-pagerduty-bridge.redb";
 pub struct SpoolArgs {
     /// The spool file (the bridge must not be running on it).
     #[arg(long, env = "PPB_SPOOL", default_value = DEFAULT_SPOOL, value_name = "PATH")]
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
 
     /// What to do.
     #[command(subcommand)]
-    pub op: SpoolOp,
+    pub(crate) op: SpoolOp,
 }
 
 /// `spool` operations.
@@ -103,17 +104,17 @@ pub struct CommonArgs {
     )]
     // Secret-bearing flags stay strings for clap, whose errors echo the
     // value; they are parsed (with redacted errors) by `ServeConfig`.
-    pub actions: Vec<String>,
+    pub(crate) actions: Vec<String>,
 
     /// Prefect UI base used to build links, e.g. http://prefect:4200 or
     /// https://app.prefect.cloud/account/<A>/workspace/<W>. Without it, links come only from URLs
     /// the payload carries.
     #[arg(long, env = "PPB_PREFECT_UI_URL", value_name = "URL")]
-    pub prefect_ui_url: Option<url::Url>,
+    pub(crate) prefect_ui_url: Option<url::Url>,
 
     /// PagerDuty `payload.source` for every alert.
     #[arg(long, env = "PPB_SOURCE", default_value = "prefect", value_name = "NAME")]
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// PagerDuty service regions.
@@ -154,10 +155,10 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080",
         value_name = "ADDR"
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
 
     /// PagerDuty Events API base URL; the bridge appends /v2/enqueue.
     #[arg(
@@ -166,33 +167,33 @@ pub struct ServeArgs {
         value_name = "URL",
         conflicts_with = "region"
     )]
-    pub pagerduty_url: Option<url::Url>,
+    pub(crate) pagerduty_url: Option<url::Url>,
 
     /// PagerDuty service region: the friendly form of --pagerduty-url.
     #[arg(long, env = "PPB_REGION", value_enum)]
-    pub region: Option<Region>,
+    pub(crate) region: Option<Region>,
 
     /// Translate and log each PagerDuty event instead of sending it.
     #[arg(long, env = "PPB_DRY_RUN")]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Largest request body accepted: bytes, or with KB/MB (powers of 1000) or KiB/MiB (of 1024),
     /// at most 64MiB; larger bodies get 413.
     #[arg(long, env = "PPB_MAX_BODY", default_value = "1MiB", value_name = "SIZE")]
-    pub max_body: ByteSize,
+    pub(crate) max_body: ByteSize,
 
     /// Most requests in flight to PagerDuty at once.
     #[arg(long, env = "PPB_MAX_IN_FLIGHT", default_value_t = 8, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub max_in_flight: u16,
+    pub(crate) max_in_flight: u16,
 
     /// Most undelivered events held in the spool; beyond it the intake answers 503.
     #[arg(long, env = "PPB_QUEUE_CAPACITY", default_value = "1000000", value_name = "N")]
-    pub queue_capacity: std::num::NonZeroUsize,
+    pub(crate) queue_capacity: std::num::NonZeroUsize,
 
     /// The durable spool file (created, mode 0600, if missing). One bridge per file.
     #[arg(long, env = "PPB_SPOOL", default_value = DEFAULT_SPOOL, value_name = "PATH")]
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
 
     /// Most events per routing key, as N/s, N/min or N/h (PagerDuty allows ~120/min per key).
     #[arg(
@@ -201,18 +202,18 @@ pub struct ServeArgs {
         default_value = "120/min",
         value_name = "RATE"
     )]
-    pub pagerduty_rate: Rate,
+    pub(crate) pagerduty_rate: Rate,
 
     /// Events a routing key may send at once, from 1 to the count of --pagerduty-rate (default:
     /// 10, or that count if lower). Each window keeps room for one send the network delays, so
     /// a burst of the whole count sends one fewer at once.
     #[arg(long, env = "PPB_PAGERDUTY_BURST", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub pagerduty_burst: Option<u32>,
+    pub(crate) pagerduty_burst: Option<u32>,
 
     /// Optional cap over all routing keys (PagerDuty's account-level limit), e.g. 600/min.
     #[arg(long, env = "PPB_PAGERDUTY_GLOBAL_RATE", value_name = "RATE")]
-    pub pagerduty_global_rate: Option<Rate>,
+    pub(crate) pagerduty_global_rate: Option<Rate>,
 
     /// Pause of a routing key after PagerDuty answers 429 without Retry-After (with one, its
     /// value, at most --retry-max-interval). The key's pace is also lowered, and rises again.
@@ -222,7 +223,7 @@ pub struct ServeArgs {
         default_value = "1s",
         value_name = "DURATION"
     )]
-    pub rate_limit_pause: Span,
+    pub(crate) rate_limit_pause: Span,
 
     /// First retry delay after a 5xx or network error; doubles each attempt. While a routing key
     /// keeps failing, one send probes it this often and the others wait.
@@ -232,12 +233,12 @@ pub struct ServeArgs {
         default_value = "1s",
         value_name = "DURATION"
     )]
-    pub retry_initial_interval: Span,
+    pub(crate) retry_initial_interval: Span,
 
     /// Cap on the retry delay, and on a Retry-After PagerDuty sends (default: 5m, or
     /// --retry-initial-interval if longer).
     #[arg(long, env = "PPB_RETRY_MAX_INTERVAL", value_name = "DURATION")]
-    pub retry_max_interval: Option<Span>,
+    pub(crate) retry_max_interval: Option<Span>,
 
     /// Give up on an event (dead letter) this long after it was accepted.
     #[arg(
@@ -246,15 +247,15 @@ pub struct ServeArgs {
         default_value = "24h",
         value_name = "DURATION"
     )]
-    pub max_event_age: Span,
+    pub(crate) max_event_age: Span,
 
     /// How long a Prefect event id is remembered to drop repeats (0s: not at all).
     #[arg(long, env = "PPB_DEDUP_TTL", default_value = "1h", value_name = "DURATION")]
-    pub dedup_ttl: Span,
+    pub(crate) dedup_ttl: Span,
 
     /// How many Prefect event ids are remembered.
     #[arg(long, env = "PPB_DEDUP_CAPACITY", default_value = "100000", value_name = "N")]
-    pub dedup_capacity: std::num::NonZeroU64,
+    pub(crate) dedup_capacity: std::num::NonZeroU64,
 
     /// Log format.
     #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
@@ -262,11 +263,11 @@ pub struct ServeArgs {
 
     /// Serve HTTPS with this PEM certificate chain (HTTP/2 and HTTP/1.1 via ALPN).
     #[arg(long, env = "PPB_TLS_CERT", value_name = "PATH", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
+    pub(crate) tls_cert: Option<PathBuf>,
 
     /// The PEM private key (RSA, ECDSA or Ed25519) of --tls-cert.
     #[arg(long, env = "PPB_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 
     /// A token the Prefect Webhook block must send as `Authorization: Bearer <token>`.
     /// Repeat to rotate. May be env:VAR or file:PATH.
@@ -277,7 +278,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub webhook_tokens: Vec<String>,
+    pub(crate) webhook_tokens: Vec<String>,
 
     /// An API token and its role, ROLE:TOKEN (viewer, user or admin); TOKEN may be env:VAR or
     /// file:PATH. Without any, the API answers loopback clients only.
@@ -288,11 +289,11 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_tokens: Vec<String>,
+    pub(crate) api_tokens: Vec<String>,
 
     /// Listen on a non-loopback address without --webhook-token anyway.
     #[arg(long, env = "PPB_ALLOW_UNAUTHENTICATED")]
-    pub allow_unauthenticated: bool,
+    pub(crate) allow_unauthenticated: bool,
 
     /// Most time a request may take to arrive in full and be answered (at least 100ms); slower
     /// ones get 408.
@@ -302,12 +303,12 @@ pub struct ServeArgs {
         default_value = "30s",
         value_name = "DURATION"
     )]
-    pub request_timeout: Span,
+    pub(crate) request_timeout: Span,
 
     /// Most client connections open at once. At the cap, connections idle (no request in flight)
     /// for a second or more are closed to make room; a new one that finds none within 1 s is closed.
     #[arg(long, env = "PPB_MAX_CONNECTIONS", default_value = "1024", value_name = "N")]
-    pub max_connections: std::num::NonZeroUsize,
+    pub(crate) max_connections: std::num::NonZeroUsize,
 
     /// Most connections open at once from one client IP. Over it, that client's connections idle
     /// for a second or more are closed to make room; a new one waits up to 1 s, then is closed.
@@ -317,7 +318,7 @@ pub struct ServeArgs {
         default_value = "512",
         value_name = "N"
     )]
-    pub max_connections_per_ip: std::num::NonZeroUsize,
+    pub(crate) max_connections_per_ip: std::num::NonZeroUsize,
 
     /// Close a connection that has had no request in flight for this long (a new connection
     /// gets at most 10 s, or --request-timeout if shorter, to start its first request).
@@ -327,31 +328,31 @@ pub struct ServeArgs {
         default_value = "60s",
         value_name = "DURATION"
     )]
-    pub idle_timeout: Span,
+    pub(crate) idle_timeout: Span,
 
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.
     #[arg(long, env = "PPB_INGRESS_RATE", value_name = "RATE")]
-    pub ingress_rate: Option<Rate>,
+    pub(crate) ingress_rate: Option<Rate>,
 }
 
 /// `translate` flags.
 #[derive(Debug, Args)]
 pub struct TranslateArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub(crate) common: CommonArgs,
 
     /// The action to translate for, when several are given (default: the first).
     #[arg(long, value_name = "NAME")]
-    pub for_action: Option<String>,
+    pub(crate) for_action: Option<String>,
 
     /// The value of the X-PREFECT-EVENT-ID header, as Prefect 1 sends it.
     #[arg(long, value_name = "ID")]
-    pub event_id: Option<String>,
+    pub(crate) event_id: Option<String>,
 
     /// The payload file; `-` or nothing reads standard input.
     #[arg(value_name = "FILE|-")]
-    pub input: Option<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
 }
 
 #[cfg(test)]

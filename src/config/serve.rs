@@ -56,7 +56,7 @@ fn invalid(flag: &'static str, problem: impl ToString) -> ConfigError {
 /// # Errors
 /// The first action whose key cannot be read or is not an integration key,
 /// or a name given twice.
-pub fn actions(specs: &[String]) -> Result<Actions, ConfigError> {
+pub(crate) fn actions(specs: &[String]) -> Result<Actions, ConfigError> {
     let mut list: Vec<Action> = Vec::new();
     // An empty item (a trailing comma in PPB_ACTIONS) names nothing.
     for spec in specs.iter().filter(|s| !s.trim().is_empty()) {
@@ -76,7 +76,7 @@ pub fn actions(specs: &[String]) -> Result<Actions, ConfigError> {
 ///
 /// # Errors
 /// When `--prefect-ui-url` is not a plain http(s) URL.
-pub fn translate_options(common: &CommonArgs) -> Result<translate::Options, ConfigError> {
+pub(crate) fn translate_options(common: &CommonArgs) -> Result<translate::Options, ConfigError> {
     if let Some(u) = &common.prefect_ui_url {
         web_url("--prefect-ui-url", u)?;
     }
@@ -109,43 +109,43 @@ fn non_zero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
 
 /// Validated `serve` settings.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub(crate) struct ServeConfig {
     /// Listen address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Actions by name.
-    pub actions: Actions,
+    pub(crate) actions: Actions,
     /// Translation options.
-    pub translate: translate::Options,
+    pub(crate) translate: translate::Options,
     /// Events API base.
-    pub pagerduty_url: url::Url,
+    pub(crate) pagerduty_url: url::Url,
     /// Log instead of sending.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Body limit, bytes.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Spool file.
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
     /// Most undelivered events held.
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Delivery settings.
     pub(crate) delivery: crate::deliver::Settings,
     /// Idempotency window.
-    pub dedup_ttl: Duration,
+    pub(crate) dedup_ttl: Duration,
     /// Idempotency claims remembered.
-    pub dedup_capacity: u64,
+    pub(crate) dedup_capacity: u64,
     /// Tokens.
     pub(crate) tokens: Tokens,
     /// PEM certificate chain and key, for HTTPS.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// Whole-request time limit.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Connection cap.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Connection cap per client IP.
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// Idle connection deadline.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Per-IP request rate.
-    pub ingress_rate: Option<(u32, Duration)>,
+    pub(crate) ingress_rate: Option<(u32, Duration)>,
 }
 
 impl ServeConfig {
@@ -153,7 +153,7 @@ impl ServeConfig {
     ///
     /// # Errors
     /// See [`ConfigError`].
-    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         let pagerduty_url = match (&args.pagerduty_url, args.region) {
             (Some(u), _) => u.clone(),
             (None, region) => {

@@ -57,11 +57,6 @@ impl Client {
         })
     }
 
-    /// The full URL events are posted to.
-    pub fn enqueue_url(&self) -> &url::Url {
-        &self.enqueue_url
-    }
-
     /// Posts one event, already encoded as JSON, and classifies the answer.
     ///
     /// # Cancel safety
