@@ -60,9 +60,15 @@ impl<W: Write> Write for Escaping<W> {
 /// on the pipe, and lines written together share one `write`. Lossless: when
 /// the queue is full, the thread that logs waits rather than drop a line.
 /// The guard flushes what is queued when dropped.
-pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+///
+/// `filter` is a `RUST_LOG`-style directive list (`info`,
+/// `prefect_pagerduty_bridge=debug,info`).
+///
+/// # Errors
+/// When `filter` does not parse.
+pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log-filter {filter:?}: {e}; expected e.g. info or debug"))?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(4096)
@@ -80,7 +86,7 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
-    guard
+    Ok(guard)
 }
 
 #[cfg(test)]

@@ -30,13 +30,18 @@ fn main() -> ExitCode {
             other => other.and_then(|v| print_json(&v)),
         },
         Command::Serve(s) => {
-            // Dropped last: flushes the log lines still queued.
-            let _log = prefect_pagerduty_bridge::logging::init(s.log_format);
-            tokio::runtime::Builder::new_multi_thread()
+            let log = match prefect_pagerduty_bridge::logging::init(s.log_format, &s.log_filter) {
+                Ok(guard) => guard,
+                Err(e) => return fail(&e),
+            };
+            let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(cli::serve(s)))
+                .and_then(|rt| rt.block_on(cli::serve(s)));
+            // Flushes the log lines still queued.
+            drop(log);
+            result
         }
     };
     match result {

@@ -261,6 +261,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Which log lines to write: a level (error, warn, info, debug, trace), or per-module
+    /// directives such as `prefect_pagerduty_bridge=debug,info`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_name = "FILTER")]
+    pub log_filter: String,
+
     /// Serve HTTPS with this PEM certificate chain (HTTP/2 and HTTP/1.1 via ALPN).
     #[arg(long, env = "PPB_TLS_CERT", value_name = "PATH", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,

@@ -206,7 +206,7 @@ async fn send<S: Sink>(spool: &Spool, sink: &S, settings: &Settings, keys: &Keys
     let outcome = sink
         .send(Outbound {
             body,
-            kind: crate::store::BodyKind::PagerDutyEventsV2,
+            kind: due.kind,
             action: &due.action_name,
             dedup_key: &due.dedup_key,
             event_action: due.action,

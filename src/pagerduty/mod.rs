@@ -459,6 +459,22 @@ pub fn is_safe_url(href: &str) -> bool {
     url::Url::parse(href).is_ok_and(|u| is_web_url(&u))
 }
 
+/// The `payload.summary` of an encoded event, if it has one.
+pub(crate) fn summary_of(event: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        payload: Option<HeadPayload>,
+    }
+    #[derive(Deserialize)]
+    struct HeadPayload {
+        summary: String,
+    }
+    serde_json::from_str::<Head>(event)
+        .ok()
+        .and_then(|h| h.payload)
+        .map(|p| p.summary)
+}
+
 /// The one rule for a URL the bridge links to or sends to: `http` or
 /// `https`, with a host, without a user name or password.
 pub fn is_web_url(u: &url::Url) -> bool {

@@ -13,7 +13,7 @@ use super::{AcceptError, AcceptInput, Accepted, now_ms};
 use crate::alerts::{self, Decision, Open, OpenChange, Situation};
 use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
-use crate::store::{Change, Counters, OpenRow, Record};
+use crate::store::{BodyKind, Change, Counters, OpenRow, Record};
 
 /// Most bytes of queued events kept encoded in memory, so that sending them
 /// needs no store read. A byte budget, not a count: events may be up to
@@ -44,6 +44,8 @@ pub(super) struct Entry {
     pub(super) dedup_key: Arc<str>,
     pub(super) action: EventAction,
     pub(super) action_name: Arc<str>,
+    /// What the body is (which sink sends it).
+    pub(super) kind: BodyKind,
     /// The body as sent, kept while the queue holds under
     /// [`WIRE_CACHE_BYTES`] of them; `None` after a restart or in a long backlog.
     pub(super) wire: Option<bytes::Bytes>,
@@ -142,6 +144,7 @@ impl Index {
                 dedup_key: Arc::from(r.dedup_key.as_str()),
                 action: r.event_action,
                 action_name,
+                kind: r.body_kind,
                 wire: None,
                 committed: true,
                 held: false,
@@ -324,9 +327,10 @@ impl Index {
             Entry {
                 alert: k,
                 key,
-                dedup_key: Arc::from(record.dedup_key.as_str()),
+                dedup_key: input.dedup,
                 action: record.event_action,
                 action_name,
+                kind: record.body_kind,
                 wire,
                 committed: false,
                 held: false,
@@ -372,6 +376,7 @@ impl Index {
                 dedup_key: Arc::from(record.dedup_key.as_str()),
                 action: record.event_action,
                 action_name,
+                kind: record.body_kind,
                 wire: None,
                 committed: false,
                 held: false,

@@ -70,6 +70,8 @@ pub(crate) struct AcceptInput {
     disposition: Disposition,
     /// The body, made by the request (not the writer) for the send cache.
     wire: bytes::Bytes,
+    /// The dedup key, shared with the index (made here too).
+    dedup: Arc<str>,
     claim: Option<u128>,
 }
 
@@ -174,7 +176,7 @@ impl DeadLetter {
             routing_key: crate::secret::redact(&r.routing_key),
             event_action: r.event_action,
             dedup_key: r.dedup_key.clone(),
-            summary: r.summary.clone(),
+            summary: r.summary(),
             attempts: r.attempts,
             last_status: r.last_status,
             error: r.last_error.clone(),
@@ -198,6 +200,8 @@ pub(crate) struct Due {
     pub(crate) action: EventAction,
     /// The action it came in on.
     pub(crate) action_name: Arc<str>,
+    /// What the body is.
+    pub(crate) kind: BodyKind,
     /// The body, when still in memory.
     pub(crate) wire: Option<bytes::Bytes>,
 }
@@ -373,7 +377,6 @@ impl Spool {
                 Disposition::Trigger(c) => Some(c),
                 _ => None,
             },
-            summary: t.event.payload.as_ref().map(|p| p.summary.clone()),
             accepted_ms: 0,
             attempts: 0,
             next_attempt_ms: 0,
@@ -387,6 +390,7 @@ impl Spool {
             record,
             disposition: t.disposition,
             wire,
+            dedup: Arc::from(t.dedup_key.as_str()),
             claim: event_id.map(|id| crate::dedup::digest(action, id)),
         };
         self.ask(|reply| writer::Job::Accept { input, reply }).await?
@@ -591,6 +595,7 @@ impl Spool {
                 dedup_key: e.dedup_key.clone(),
                 action: e.action,
                 action_name: e.action_name.clone(),
+                kind: e.kind,
                 wire: e.wire.clone(),
             });
         }

@@ -6,7 +6,7 @@
 //! - events and dead letters: `{"v":1, "id", "action", "routing_key",
 //!   "dedup_key", "event_action": "trigger"|"acknowledge"|"resolve",
 //!   "class": "failure"|"lateness"|"health"|"automation"|"notice"|
-//!   "unrecognised"|null, "summary", "accepted_ms", "attempts",
+//!   "unrecognised"|null, "accepted_ms", "attempts",
 //!   "next_attempt_ms", "last_status", "last_error", "dead_ms",
 //!   "body_kind": "pagerduty.events.v2", "body": {…}}`. The spool reads only
 //!   the named fields; `body` is the request a sink sends, kept as stored.
@@ -139,7 +139,6 @@ struct RecordOut<'a> {
     dedup_key: &'a str,
     event_action: &'static str,
     class: Option<&'static str>,
-    summary: Option<&'a str>,
     accepted_ms: i64,
     attempts: u32,
     next_attempt_ms: i64,
@@ -165,8 +164,6 @@ struct RecordIn {
     event_action: Option<String>,
     #[serde(default)]
     class: Option<String>,
-    #[serde(default)]
-    summary: Option<String>,
     accepted_ms: i64,
     #[serde(default)]
     attempts: u32,
@@ -194,13 +191,6 @@ struct V0Head {
     event_action: String,
     #[serde(default)]
     dedup_key: Option<String>,
-    #[serde(default)]
-    payload: Option<V0Payload>,
-}
-
-#[derive(Deserialize)]
-struct V0Payload {
-    summary: String,
 }
 
 /// Encodes a record.
@@ -213,7 +203,6 @@ pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
         dedup_key: &r.dedup_key,
         event_action: event_action_code(r.event_action),
         class: r.class.map(class_code),
-        summary: r.summary.as_deref(),
         accepted_ms: r.accepted_ms,
         attempts: r.attempts,
         next_attempt_ms: r.next_attempt_ms,
@@ -235,14 +224,13 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, Undecodable> {
     let r: RecordIn = serde_json::from_slice(bytes).map_err(bad)?;
     check_version(r.v)?;
     let class = r.class.as_deref().map(class_from).transpose()?;
-    let (routing_key, dedup_key, event_action, summary, body_kind, body) = match r.v {
+    let (routing_key, dedup_key, event_action, body_kind, body) = match r.v {
         Some(_) => {
             let need = |f: Option<String>, name: &str| f.ok_or_else(|| bad(format_args!("no {name}")));
             (
                 need(r.routing_key, "routing_key")?,
                 need(r.dedup_key, "dedup_key")?,
                 event_action_from(&need(r.event_action, "event_action")?)?,
-                r.summary,
                 body_kind_from(&need(r.body_kind, "body_kind")?)?,
                 r.body.ok_or_else(|| bad("no body"))?,
             )
@@ -257,7 +245,6 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, Undecodable> {
                 head.dedup_key
                     .ok_or_else(|| bad("the stored event has no dedup_key"))?,
                 event_action_from(&head.event_action)?,
-                head.payload.map(|p| p.summary),
                 BodyKind::PagerDutyEventsV2,
                 event,
             )
@@ -270,7 +257,6 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, Undecodable> {
         dedup_key,
         event_action,
         class,
-        summary,
         accepted_ms: r.accepted_ms,
         attempts: r.attempts,
         next_attempt_ms: r.next_attempt_ms,
@@ -367,7 +353,6 @@ mod tests {
             dedup_key: "prefect/flow-run/r1".into(),
             event_action: EventAction::Trigger,
             class: Some(AlertClass::Lateness),
-            summary: Some("late".into()),
             accepted_ms: 1,
             attempts: 2,
             next_attempt_ms: 3,
@@ -433,7 +418,6 @@ mod tests {
         assert_eq!(r.dedup_key, "prefect/flow-run/x");
         assert_eq!(r.event_action, EventAction::Trigger);
         assert_eq!(r.class, Some(AlertClass::Failure));
-        assert_eq!(r.summary.as_deref(), Some("s"));
         assert_eq!(r.dead_ms, Some(6));
         assert!(r.body.get().starts_with(r#"{"routing_key""#));
     }

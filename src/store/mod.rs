@@ -35,8 +35,6 @@ pub(crate) struct Record {
     pub(crate) event_action: EventAction,
     /// For triggers: what may resolve it.
     pub(crate) class: Option<AlertClass>,
-    /// The alert summary, for triggers (shown with dead letters).
-    pub(crate) summary: Option<String>,
     /// Unix ms when accepted.
     pub(crate) accepted_ms: i64,
     /// Sends tried so far.
@@ -56,6 +54,13 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The alert summary the body carries, for showing (triggers).
+    pub(crate) fn summary(&self) -> Option<String> {
+        match self.body_kind {
+            BodyKind::PagerDutyEventsV2 => crate::pagerduty::summary_of(self.body.get()),
+        }
+    }
+
     /// The request body to send.
     pub(crate) fn wire(&self) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(self.body.get().as_bytes())
