@@ -11,16 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::deliver;
-use crate::pagerduty::client::Client;
 use crate::server::{self, State};
-use crate::sink::DryRun;
+use crate::sink::pagerduty::{Client, DryRun};
 use crate::spool::Spool;
 
 /// A running bridge.
 #[derive(Debug)]
 pub struct App {
-    #[cfg(test)]
-    addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -121,18 +118,7 @@ impl App {
             let _ = dispatcher.await;
             tracing::info!("stopped");
         });
-        Ok(Self {
-            #[cfg(test)]
-            addr,
-            shutdown,
-            task,
-        })
-    }
-
-    /// The address actually bound (useful with port 0).
-    #[cfg(test)]
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.addr
+        Ok(Self { shutdown, task })
     }
 
     /// Stops accepting, finishes requests in flight and drains the queue.
@@ -143,5 +129,5 @@ impl App {
 }
 
 fn deliver_url(config: &ServeConfig) -> String {
-    crate::pagerduty::client::enqueue_url(&config.pagerduty_url).to_string()
+    crate::sink::pagerduty::enqueue_url(&config.pagerduty_url).to_string()
 }

@@ -14,8 +14,8 @@
 //!   the in-memory index, offline tools; `store`: where it is kept (trait
 //!   `Store`, redb, the versioned record envelope).
 //! - `deliver`: the dispatcher, retry policy and pacing; `sink`: where events
-//!   go (trait `Sink`: PagerDuty Events v2, dry run).
-//! - [`pagerduty`]: the Events v2 model, its limits, and its HTTP client.
+//!   go (trait `Sink`; PagerDuty Events v2 over HTTP, and its dry run).
+//! - [`pagerduty`] (pure): the Events v2 model and its limits.
 //!
 //! The public API is what the binary, the tests and the benches use: the
 //! command line and its runner, and the pure translation.

@@ -4,8 +4,6 @@
 
 use std::io::{IsTerminal as _, Write};
 
-use crate::config::LogFormat;
-
 /// `s` with every control character (CR, LF, ESC, …) written as `\u{…}`,
 /// for text taken from payloads before it is logged or shown.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
@@ -54,6 +52,15 @@ impl<W: Write> Write for Escaping<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+/// Log line format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Logs to stderr from a writer thread: a request or a delivery never waits

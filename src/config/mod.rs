@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::logging::LogFormat;
 pub use serve::ConfigError;
 pub(crate) use serve::{ServeConfig, actions, translate_options};
 use values::{ByteSize, Rate, Span};
@@ -134,15 +135,6 @@ impl Region {
             Self::Eu => "https://events.eu.pagerduty.com",
         }
     }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// `serve` flags.

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use pacing::KeyState;
-pub(crate) use pacing::{later, window_quota};
+pub(crate) use pacing::window_quota;
 use policy::Step;
 
 use crate::sink::{Outbound, Sink};
@@ -209,7 +209,7 @@ async fn send<S: Sink>(spool: &Spool, sink: &S, settings: &Settings, keys: &Keys
             kind: due.kind,
             action: &due.action_name,
             dedup_key: &due.dedup_key,
-            event_action: due.action,
+            event_action: due.action.as_str(),
         })
         .await;
     let routing_key = crate::secret::redact(&due.key);

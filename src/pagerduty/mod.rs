@@ -4,9 +4,8 @@
 //! (docs/pagerduty.md §1), and senders that skip them get
 //! silent 400s (alertmanager#1700, grafana#18727). So [`Event::fit`] enforces
 //! them before anything is queued: summary ≤ 1024 characters, dedup key ≤ 255,
-//! body ≤ 512,000 bytes, links only http(s). The HTTP client is in `client`.
-
-pub(crate) mod client;
+//! body ≤ 512,000 bytes, links only http(s). Pure: the HTTP client that
+//! sends these is a sink (`sink::pagerduty`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -2,12 +2,17 @@
 
 use std::time::Duration;
 
-use clap::Parser as _;
-use http::Method;
+use std::sync::Arc;
 
+use http::Method;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{Role, Tokens};
 use super::routes::{Route, tests::ALL, tests::example};
-use crate::app::App;
-use crate::config::{Cli, Command, ServeConfig};
+use super::{Listen, State};
+use crate::actions::{Action, Actions};
+use crate::secret::Secret;
+use crate::spool::Spool;
 
 const WEBHOOK: &str = "webhook-token-1234";
 const VIEWER: &str = "viewer-token-1234";
@@ -68,33 +73,45 @@ fn expected(route: &Route<'_>, caller: Caller) -> u16 {
 async fn every_route_answers_every_caller_as_its_access_says() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = dir.path().join("s.redb");
-    let args = [
-        "prefect-pagerduty-bridge",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--dry-run",
-        "--spool",
-        spool.to_str().expect("utf-8 path"),
-        "--action",
-        &format!("oncall={KEY}"),
-        "--webhook-token",
-        WEBHOOK,
-        "--api-token",
-        &format!("viewer:{VIEWER}"),
-        "--api-token",
-        &format!("user:{USER}"),
-        "--api-token",
-        &format!("admin:{ADMIN}"),
-    ];
-    let Command::Serve(serve) = Cli::try_parse_from(args).expect("flags").command else {
-        panic!("not serve");
+    let spool = Spool::open(&dir.path().join("s.redb"), 1000).expect("spool");
+    let action = Action {
+        name: "oncall".into(),
+        routing_key: Secret::new(KEY),
+        severity: None,
     };
-    let app = App::start(ServeConfig::from_args(&serve).expect("config"))
-        .await
-        .expect("starts");
-    let base = format!("http://{}", app.local_addr());
+    let state = Arc::new(State {
+        actions: std::sync::RwLock::new(Actions::try_new(vec![action]).expect("actions")),
+        fixed_actions: ["oncall".to_owned()].into(),
+        options: crate::translate::Options::default(),
+        spool,
+        max_body: 1 << 20,
+        tokens: Tokens {
+            webhook: vec![Secret::new(WEBHOOK)],
+            api: vec![
+                (Role::Viewer, Secret::new(VIEWER)),
+                (Role::User, Secret::new(USER)),
+                (Role::Admin, Secret::new(ADMIN)),
+            ],
+        },
+        request_timeout: Duration::from_secs(10),
+        keys: crate::deliver::Keys::default(),
+        ingress: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(super::run(
+        Listen {
+            listener,
+            tls: None,
+            max_connections: 64,
+            max_connections_per_ip: 64,
+            idle_timeout: Duration::from_secs(10),
+        },
+        state,
+        shutdown.clone(),
+    ));
+    let base = format!("http://{addr}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -157,5 +174,6 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         }
     }
     assert_eq!(checked, ALL.len() * callers.len());
-    app.shutdown().await;
+    shutdown.cancel();
+    server.await.expect("the server stops");
 }

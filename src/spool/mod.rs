@@ -156,6 +156,14 @@ pub struct DeadLetter {
     pub dead_at: Option<String>,
 }
 
+/// `delay` from now; a delay too long for an `Instant` is a day.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -623,7 +631,7 @@ impl Spool {
             Some(delay) => {
                 if let Some(entry) = idx.queued.get_mut(&due.id) {
                     entry.in_flight = false;
-                    entry.due = crate::deliver::later(Instant::now(), delay);
+                    entry.due = after(delay);
                 }
             }
         }
@@ -654,13 +662,12 @@ impl Spool {
     /// A send failed in a way that may pass: try again after `delay`.
     /// `record` carries the attempt (count, status, error).
     pub(crate) fn retry_later(&self, due: &Due, mut record: Record, delay: Duration) {
-        let now = Instant::now();
         {
             let mut idx = self.lock();
             idx.in_flight = idx.in_flight.saturating_sub(1);
             if let Some(entry) = idx.queued.get_mut(&due.id) {
                 entry.in_flight = false;
-                entry.due = crate::deliver::later(now, delay);
+                entry.due = after(delay);
             }
         }
         record.next_attempt_ms =

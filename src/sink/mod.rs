@@ -2,13 +2,14 @@
 //! and classifies the answer as a [`Delivery`]; what to do about it (retry,
 //! pause, give up) is decided once, in [`crate::deliver`], for every sink.
 //!
-//! Sinks today: PagerDuty's Events API v2 ([`crate::pagerduty::client`])
-//! and [`DryRun`], which logs instead of sending.
+//! Sinks today: PagerDuty's Events API v2 and its dry run, which logs
+//! instead of sending ([`pagerduty`]).
+
+pub(crate) mod pagerduty;
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::pagerduty::EventAction;
 use crate::store::BodyKind;
 
 /// What became of one send, in terms every sink can answer in.
@@ -66,7 +67,7 @@ pub(crate) struct Outbound<'a> {
     /// Its dedup key (for logs).
     pub(crate) dedup_key: &'a str,
     /// trigger / acknowledge / resolve (for logs).
-    pub(crate) event_action: EventAction,
+    pub(crate) event_action: &'static str,
 }
 
 /// Something events are delivered to. Chosen once at start.
@@ -80,25 +81,4 @@ pub(crate) trait Sink: Send + Sync + 'static {
     /// Cancelling may leave the sink with or without the event; events
     /// carry dedup keys, so sending one again is safe.
     fn send(&self, out: Outbound<'_>) -> impl Future<Output = Delivery> + Send;
-}
-
-/// `--dry-run`: logs each event (routing key redacted) instead of sending it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct DryRun;
-
-impl Sink for DryRun {
-    fn name(&self) -> &'static str {
-        "the dry-run log"
-    }
-
-    async fn send(&self, out: Outbound<'_>) -> Delivery {
-        let event = match out.kind {
-            BodyKind::PagerDutyEventsV2 => serde_json::from_slice::<crate::pagerduty::Event>(&out.body)
-                .map(|e| e.to_redacted_json())
-                .unwrap_or_default(),
-        };
-        tracing::info!(action = %out.action, dedup_key = %out.dedup_key, event_action = %out.event_action,
-            event = %event, "dry run: would send to PagerDuty");
-        Delivery::Delivered { status: 0 }
-    }
 }

@@ -1,4 +1,5 @@
-//! The one place that talks HTTP to PagerDuty: the Events API v2 [`Sink`].
+//! The one place that talks HTTP to PagerDuty: the Events API v2 [`Sink`],
+//! and its dry run.
 //!
 //! Every answer becomes a sink-neutral [`Delivery`], per PagerDuty's retry
 //! table (docs/pagerduty.md §2): 2xx is delivered, 429 throttled, other 4xx
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sink::{Delivery, Outbound, Sink};
+use super::{Delivery, Outbound, Sink};
+use crate::store::BodyKind;
 
 /// How long to wait for PagerDuty to connect and to answer in full.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,8 +110,29 @@ impl Sink for Client {
 
     async fn send(&self, out: Outbound<'_>) -> Delivery {
         match out.kind {
-            crate::store::BodyKind::PagerDutyEventsV2 => self.send_json(out.body).await,
+            BodyKind::PagerDutyEventsV2 => self.send_json(out.body).await,
         }
+    }
+}
+
+/// `--dry-run`: logs each event (routing key redacted) instead of sending it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DryRun;
+
+impl Sink for DryRun {
+    fn name(&self) -> &'static str {
+        "the dry-run log"
+    }
+
+    async fn send(&self, out: Outbound<'_>) -> Delivery {
+        let event = match out.kind {
+            BodyKind::PagerDutyEventsV2 => serde_json::from_slice::<crate::pagerduty::Event>(&out.body)
+                .map(|e| e.to_redacted_json())
+                .unwrap_or_default(),
+        };
+        tracing::info!(action = %out.action, dedup_key = %out.dedup_key, event_action = %out.event_action,
+            event = %event, "dry run: would send to PagerDuty");
+        Delivery::Delivered { status: 0 }
     }
 }
 
