@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::deliver;
+use crate::metrics::Metrics;
 use crate::server::{self, State};
 use crate::sink::pagerduty::{Client, DryRun};
 use crate::spool::Spool;
@@ -32,6 +33,15 @@ impl App {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("listening for metrics on {at}"))?,
+            ),
+            None => None,
+        };
+        let metrics = Metrics::shared();
         // Built before anything is opened: a client that cannot be built
         // fails the start.
         let client = if config.dry_run {
@@ -43,7 +53,7 @@ impl App {
             ttl: config.dedup_ttl,
             capacity: config.dedup_capacity,
         };
-        let spool = Spool::open_file(&config.spool, config.queue_capacity, seen)
+        let spool = Spool::open_file(&config.spool, config.queue_capacity, seen, metrics.clone())
             .with_context(|| format!("opening the spool {}", config.spool.display()))?;
         let mut actions = config.actions.clone();
         let fixed_actions = actions.names().into_iter().map(str::to_owned).collect();
@@ -60,6 +70,7 @@ impl App {
         let keys = deliver::Keys::default();
         let state = Arc::new(State {
             keys: keys.clone(),
+            metrics: metrics.clone(),
             actions: std::sync::RwLock::new(actions),
             fixed_actions,
             options: config.translate.clone(),
@@ -94,9 +105,21 @@ impl App {
         let stop_dispatch = CancellationToken::new();
         let (settings, stop) = (config.delivery.clone(), stop_dispatch.clone());
         let dispatcher = match client {
-            Some(client) => tokio::spawn(deliver::run(spool, client, settings, keys, stop)),
-            None => tokio::spawn(deliver::run(spool, DryRun, settings, keys, stop)),
+            Some(client) => tokio::spawn(deliver::run(spool, client, settings, keys, metrics, stop)),
+            None => tokio::spawn(deliver::run(spool, DryRun, settings, keys, metrics, stop)),
         };
+        // Metrics alone, for a scraper beside the bridge: few connections.
+        let metrics_server = metrics_listener.map(|listener| {
+            let listen = server::Listen {
+                listener,
+                tls: None,
+                max_connections: 16,
+                max_connections_per_ip: 16,
+                idle_timeout,
+                metrics_only: true,
+            };
+            tokio::spawn(server::run(listen, state.clone(), shutdown.clone()))
+        });
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
             // Stop accepting and finish requests in flight first, so that
@@ -109,11 +132,15 @@ impl App {
                     max_connections,
                     max_connections_per_ip,
                     idle_timeout,
+                    metrics_only: false,
                 },
                 state,
                 token,
             )
             .await;
+            if let Some(task) = metrics_server {
+                let _ = task.await;
+            }
             stop_dispatch.cancel();
             let _ = dispatcher.await;
             tracing::info!("stopped");

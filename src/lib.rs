@@ -29,6 +29,7 @@ pub(crate) mod dedup;
 pub(crate) mod deliver;
 pub(crate) mod digest;
 pub mod logging;
+pub(crate) mod metrics;
 pub mod pagerduty;
 pub mod prefect;
 pub mod secret;

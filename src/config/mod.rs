@@ -327,6 +327,11 @@ pub struct ServeArgs {
     )]
     pub(crate) idle_timeout: Span,
 
+    /// Also serve `GET /metrics` alone, without a token, on this address (for a Prometheus
+    /// scraper in the same pod or host); everything else there is 404.
+    #[arg(long, env = "PPB_METRICS_LISTEN", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.
     #[arg(long, env = "PPB_INGRESS_RATE", value_name = "RATE")]

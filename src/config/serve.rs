@@ -146,6 +146,8 @@ pub(crate) struct ServeConfig {
     pub(crate) idle_timeout: Duration,
     /// Per-IP request rate.
     pub(crate) ingress_rate: Option<(u32, Duration)>,
+    /// Where `/metrics` is also served alone.
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -257,6 +259,7 @@ impl ServeConfig {
             max_connections_per_ip: args.max_connections_per_ip.get(),
             idle_timeout: non_zero("--idle-timeout", args.idle_timeout.0)?,
             ingress_rate: args.ingress_rate.map(Rate::pair),
+            metrics_listen: args.metrics_listen,
         })
     }
 }

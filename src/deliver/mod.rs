@@ -32,7 +32,8 @@ use pacing::KeyState;
 pub(crate) use pacing::window_quota;
 use policy::Step;
 
-use crate::sink::{Outbound, Sink};
+use crate::metrics::{FailureReason, Metrics};
+use crate::sink::{Delivery, Outbound, Sink};
 use crate::spool::{Admit, Due, Spool, now_ms};
 use crate::store::Record;
 
@@ -99,6 +100,7 @@ pub(crate) async fn run<S: Sink>(
     sink: S,
     settings: Settings,
     keys: Keys,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let sink = Arc::new(sink);
@@ -113,8 +115,14 @@ pub(crate) async fn run<S: Sink>(
     loop {
         let (work, next) = select(&spool, &keys, &settings, &per_key, global.as_ref());
         for due in work {
-            let (spool, sink, settings, keys) = (spool.clone(), sink.clone(), settings.clone(), keys.clone());
-            tasks.spawn(async move { send(&spool, &*sink, &settings, &keys, due).await });
+            let (spool, sink, settings, keys, metrics) = (
+                spool.clone(),
+                sink.clone(),
+                settings.clone(),
+                keys.clone(),
+                metrics.clone(),
+            );
+            tasks.spawn(async move { send(&spool, &*sink, &settings, &keys, &metrics, due).await });
         }
         while tasks.try_join_next().is_some() {}
         if last_gc.elapsed() > Duration::from_secs(60) {
@@ -192,7 +200,14 @@ fn jitter() -> f64 {
     (RandomState::new().hash_one(now_ms()) % 10_000) as f64 / 10_000.0
 }
 
-async fn send<S: Sink>(spool: &Spool, sink: &S, settings: &Settings, keys: &Keys, mut due: Due) {
+async fn send<S: Sink>(
+    spool: &Spool,
+    sink: &S,
+    settings: &Settings,
+    keys: &Keys,
+    metrics: &Metrics,
+    mut due: Due,
+) {
     // The body is in memory unless the queue is long; otherwise it is read
     // as stored. Either way a success needs only the ids to be recorded.
     let mut stored = None;
@@ -214,13 +229,15 @@ async fn send<S: Sink>(spool: &Spool, sink: &S, settings: &Settings, keys: &Keys
         .await;
     let routing_key = crate::secret::redact(&due.key);
     let status = outcome.status();
-    if let crate::sink::Delivery::Delivered { .. } = outcome {
+    if let Delivery::Delivered { .. } = outcome {
         let recovered = keys
             .lock()
             .entry(due.key.clone())
             .or_default()
             .succeeded(Instant::now(), policy::per_second(settings.rate));
         spool.delivered(&due);
+        let latency = Duration::from_millis(u64::try_from(now_ms() - due.accepted_ms).unwrap_or(0));
+        metrics.delivered(&due.action_name, due.action.as_str(), latency);
         tracing::info!(action = %due.action_name, routing_key, dedup_key = %due.dedup_key,
             event_action = %due.action, status, "delivered to {}", sink.name());
         if recovered {
@@ -234,6 +251,15 @@ async fn send<S: Sink>(spool: &Spool, sink: &S, settings: &Settings, keys: &Keys
         }
         return;
     }
+    metrics.failed(
+        &due.action_name,
+        match &outcome {
+            Delivery::Throttled { .. } => FailureReason::RateLimited,
+            Delivery::Rejected { .. } => FailureReason::ClientError,
+            Delivery::Failed { status: 0, .. } => FailureReason::Network,
+            Delivery::Failed { .. } | Delivery::Delivered { .. } => FailureReason::ServerError,
+        },
+    );
     // An event in flight is neither superseded nor rewritten by anyone else,
     // so a record read before the send is still current.
     let Some(mut record) = stored.or_else(|| read(spool, keys, settings, &due)) else {

@@ -9,11 +9,14 @@ use serde_json::json;
 use super::State;
 use super::error::ApiError;
 use super::response::{self, Body};
+use crate::metrics::Outcome;
 use crate::prefect;
 use crate::spool::Accepted;
 use crate::translate;
 
-/// Handles one webhook for the action called `name`.
+/// Handles one webhook for the action called `name`, and counts what
+/// became of it (for a configured action: an unknown name is only a
+/// rejection, so labels stay bounded by the configured actions).
 pub(super) async fn handle<B>(state: &State, name: &str, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body,
@@ -23,6 +26,24 @@ where
     let Some(action) = action.as_ref() else {
         return Err(state.unknown_action(name));
     };
+    let result = take(state, action, req).await;
+    let outcome = match &result {
+        Ok((outcome, _)) => *outcome,
+        Err(_) => Outcome::Rejected,
+    };
+    state.metrics.webhook(&action.name, outcome);
+    result.map(|(_, res)| res)
+}
+
+async fn take<B>(
+    state: &State,
+    action: &crate::actions::Action,
+    req: Request<B>,
+) -> Result<(Outcome, Response<Body>), ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let event_id_header = req
         .headers()
         .get("x-prefect-event-id")
@@ -64,26 +85,35 @@ where
         Ok(Accepted::Ignored { reason }) => {
             tracing::info!(action = %action.name, dedup_key = %t.dedup_key, reason,
                 prefect_event = notification.event.as_deref().unwrap_or_default(), "nothing to send");
-            return Ok(response::json(
-                StatusCode::OK,
-                &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key}),
+            return Ok((
+                Outcome::Ignored,
+                response::json(
+                    StatusCode::OK,
+                    &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key}),
+                ),
             ));
         }
         Ok(Accepted::Superseded) => {
-            return Ok(response::json(
-                StatusCode::ACCEPTED,
-                &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
-                        "detail": "the trigger it resolves was still queued; neither is sent"}),
+            return Ok((
+                Outcome::Superseded,
+                response::json(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
+                            "detail": "the trigger it resolves was still queued; neither is sent"}),
+                ),
             ));
         }
         Ok(Accepted::Duplicate) => {
             tracing::info!(action = %action.name,
                 prefect_event_id = %crate::logging::escape(event_id.as_deref().unwrap_or_default()),
                 "duplicate delivery; nothing sent");
-            return Ok(response::json(
-                StatusCode::OK,
-                &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
-                        "event_action": event_action}),
+            return Ok((
+                Outcome::Duplicate,
+                response::json(
+                    StatusCode::OK,
+                    &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
+                            "event_action": event_action}),
+                ),
             ));
         }
         Err(e) => {
@@ -115,7 +145,7 @@ where
         severity: payload.map(|p| p.severity),
         summary: payload.map(|p| p.summary.as_str()),
     };
-    Ok(response::json(StatusCode::ACCEPTED, &answer))
+    Ok((Outcome::Accepted, response::json(StatusCode::ACCEPTED, &answer)))
 }
 
 /// The `202` body of an accepted webhook.

@@ -81,6 +81,8 @@ pub struct State {
     pub request_timeout: Duration,
     /// What delivery knows per routing key (for `/v1/spool`).
     pub keys: crate::deliver::Keys,
+    /// What is counted, for `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Per-client-IP request limiter.
     pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -113,6 +115,9 @@ pub struct Listen {
     pub max_connections_per_ip: usize,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// Serve `GET /metrics` alone, without a token (`--metrics-listen`, for
+    /// a scraper beside the bridge); everything else is 404.
+    pub metrics_only: bool,
 }
 
 impl std::fmt::Debug for Listen {
@@ -123,6 +128,7 @@ impl std::fmt::Debug for Listen {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("idle_timeout", &self.idle_timeout)
+            .field("metrics_only", &self.metrics_only)
             .finish()
     }
 }
@@ -285,6 +291,7 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
         max_connections,
         max_connections_per_ip,
         idle_timeout,
+        metrics_only,
     } = listen;
     let slots = Arc::new(Semaphore::new(max_connections));
     let pending = Arc::new(Semaphore::new(max_connections));
@@ -338,7 +345,11 @@ pub async fn run(listen: Listen, state: Arc<State>, shutdown: CancellationToken)
                 let state = state.clone();
                 let in_flight = InFlight::new(&activity);
                 async move {
-                    let res = timed(&state, req, peer).await;
+                    let res = if metrics_only {
+                        metrics_alone(&state, &req)
+                    } else {
+                        timed(&state, req, peer).await
+                    };
                     drop(in_flight);
                     Ok::<_, Infallible>(res)
                 }
@@ -536,6 +547,9 @@ where
         && let Err(not_until) = limiter.check_key(&peer.ip())
     {
         let retry_after = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        if req.uri().path().starts_with("/v1/prefect/") {
+            state.metrics.rejection("rate_limited");
+        }
         return ApiError::RateLimited {
             client: peer.ip(),
             retry_after,
@@ -544,14 +558,20 @@ where
     }
     // The intake bounds its own body read: once an event reaches the spool
     // its answer is worth waiting for (it is applied either way).
-    let result = if req.uri().path().starts_with("/v1/prefect/") {
+    let webhook = req.uri().path().starts_with("/v1/prefect/");
+    let result = if webhook {
         route(state, req, peer.ip()).await
     } else {
         tokio::time::timeout(state.request_timeout, route(state, req, peer.ip()))
             .await
             .unwrap_or_else(|_| Err(state.timed_out()))
     };
-    result.unwrap_or_else(ApiError::into_response)
+    result.unwrap_or_else(|e| {
+        if webhook {
+            state.metrics.rejection(e.code());
+        }
+        e.into_response()
+    })
 }
 
 impl State {
@@ -560,6 +580,17 @@ impl State {
         let mut stats = self.spool.stats();
         stats.paused_keys = self.keys.paused();
         stats
+    }
+
+    /// `/metrics`: counters as counted, gauges as they are now.
+    fn metrics_response(&self) -> Response<Body> {
+        let mut now = self.spool.gauges();
+        now.paused_keys = self.keys.paused() as u64;
+        response::text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            self.metrics.encode(&now),
+        )
     }
 
     /// The error for an action name that is not configured.
@@ -575,6 +606,19 @@ impl State {
         ApiError::RequestTimeout {
             limit: self.request_timeout,
         }
+    }
+}
+
+/// `--metrics-listen`: `GET /metrics` and nothing else.
+fn metrics_alone<B>(state: &State, req: &Request<B>) -> Response<Body> {
+    let path = req.uri().path();
+    match Route::parse(req.method(), path) {
+        Ok(Route::Metrics) => state.metrics_response(),
+        Err(e @ ApiError::MethodNotAllowed { .. }) if path == "/metrics" => e.into_response(),
+        _ => ApiError::NotFound {
+            path: path.to_owned(),
+        }
+        .into_response(),
     }
 }
 
@@ -606,6 +650,7 @@ where
     match route {
         Route::Intake { action } => intake::handle(state, action, req).await,
         Route::Health => Ok(response::json(StatusCode::OK, &json!({"status": "ok"}))),
+        Route::Metrics => Ok(state.metrics_response()),
         Route::Ready => match state.spool.unready() {
             Some(reason) => Err(ApiError::NotReady { reason }),
             None => Ok(response::json(StatusCode::OK, &json!({"status": "ready"}))),

@@ -5,6 +5,7 @@
 //! | `POST /v1/prefect/{action}`: the Prefect webhook intake | webhook token |
 //! | `GET /healthz`: `200` while serving (liveness) | public |
 //! | `GET /readyz`: `200` while the spool can take events, else `503` with the reason | public |
+//! | `GET /metrics`: Prometheus metrics (also alone on `--metrics-listen`) | viewer |
 //! | `GET /v1/actions`: the actions, routing keys redacted | viewer |
 //! | `POST /v1/actions`: create one | user |
 //! | `DELETE /v1/actions/{name}`: delete one created over the API | user |
@@ -39,6 +40,8 @@ pub(crate) enum Route<'a> {
     Health,
     /// `GET /readyz`.
     Ready,
+    /// `GET /metrics`.
+    Metrics,
     /// `GET /v1/actions`.
     ListActions,
     /// `POST /v1/actions`.
@@ -87,7 +90,9 @@ impl Route<'_> {
         match self {
             Self::Intake { .. } => Access::Webhook,
             Self::Health | Self::Ready => Access::Public,
-            Self::ListActions | Self::SpoolStats | Self::ListDeadLetters => Access::Api(Role::Viewer),
+            Self::ListActions | Self::SpoolStats | Self::ListDeadLetters | Self::Metrics => {
+                Access::Api(Role::Viewer)
+            }
             Self::CreateAction
             | Self::DeleteAction { .. }
             | Self::TestAction { .. }
@@ -144,6 +149,7 @@ impl<'a> Route<'a> {
         match path {
             "/healthz" => only(get, "GET, HEAD", Self::Health),
             "/readyz" => only(get, "GET, HEAD", Self::Ready),
+            "/metrics" => only(get, "GET, HEAD", Self::Metrics),
             "/v1/actions" if get => Ok(Self::ListActions),
             "/v1/actions" => only(post, "GET, HEAD, POST", Self::CreateAction),
             "/v1/spool" => only(get, "GET, HEAD", Self::SpoolStats),
@@ -164,6 +170,7 @@ pub(crate) mod tests {
             Route::Intake { .. } => (Method::POST, "/v1/prefect/oncall"),
             Route::Health => (Method::GET, "/healthz"),
             Route::Ready => (Method::GET, "/readyz"),
+            Route::Metrics => (Method::GET, "/metrics"),
             Route::ListActions => (Method::GET, "/v1/actions"),
             Route::CreateAction => (Method::POST, "/v1/actions"),
             Route::DeleteAction { .. } => (Method::DELETE, "/v1/actions/nosuch"),
@@ -176,10 +183,11 @@ pub(crate) mod tests {
     }
 
     /// Every variant, once.
-    pub(crate) const ALL: [Route<'static>; 11] = [
+    pub(crate) const ALL: [Route<'static>; 12] = [
         Route::Intake { action: "oncall" },
         Route::Health,
         Route::Ready,
+        Route::Metrics,
         Route::ListActions,
         Route::CreateAction,
         Route::DeleteAction { name: "nosuch" },

@@ -54,6 +54,8 @@ pub(super) struct Entry {
     pub(super) held: bool,
     pub(super) in_flight: bool,
     pub(super) due: Instant,
+    /// Unix ms when accepted (for the delivery latency and the oldest age).
+    pub(super) accepted_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +152,7 @@ impl Index {
                 held: false,
                 in_flight: false,
                 due,
+                accepted_ms: r.accepted_ms,
             },
         );
     }
@@ -336,6 +339,7 @@ impl Index {
                 held: false,
                 in_flight: false,
                 due: Instant::now(),
+                accepted_ms: now,
             },
         );
         undo.push(Undo::Inserted(id));
@@ -382,6 +386,7 @@ impl Index {
                 held: false,
                 in_flight: false,
                 due: Instant::now(),
+                accepted_ms: now_ms(),
             },
         );
         undo.push(Undo::Inserted(new_id));

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::dedup::Seen;
+use crate::metrics::Metrics;
 use crate::pagerduty::EventAction;
 use crate::store::redb::RedbStore;
 use crate::store::{BodyKind, Change, Record, Store, StoredAction};
@@ -85,6 +86,8 @@ struct Shared {
     capacity: usize,
     /// Why the spool cannot commit right now; `None` when it can.
     unready: Mutex<Option<String>>,
+    /// Where commit times are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -212,6 +215,8 @@ pub(crate) struct Due {
     pub(crate) kind: BodyKind,
     /// The body, when still in memory.
     pub(crate) wire: Option<bytes::Bytes>,
+    /// Unix ms when accepted.
+    pub(crate) accepted_ms: i64,
 }
 
 /// Whether delivery lets an event of a routing key go now.
@@ -237,15 +242,20 @@ impl Spool {
     /// When the file is in use by another bridge, or cannot be read.
     #[cfg(test)]
     pub(crate) fn open(path: &Path, capacity: usize) -> Result<Self, Error> {
-        Self::open_file(path, capacity, crate::dedup::Limits::default())
+        Self::open_file(path, capacity, crate::dedup::Limits::default(), Metrics::shared())
     }
 
     /// As [`Spool::open`], remembering Prefect event ids within `seen`.
     ///
     /// # Errors
     /// As [`Spool::open`].
-    pub(crate) fn open_file(path: &Path, capacity: usize, seen: crate::dedup::Limits) -> Result<Self, Error> {
-        Self::open_store(Arc::new(RedbStore::open(path)?), capacity, seen)
+    pub(crate) fn open_file(
+        path: &Path,
+        capacity: usize,
+        seen: crate::dedup::Limits,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        Self::open_store(Arc::new(RedbStore::open(path)?), capacity, seen, metrics)
     }
 
     /// Opens the spool on `store`. Rows that no longer decode are moved to
@@ -257,6 +267,7 @@ impl Spool {
         store: Arc<dyn Store>,
         capacity: usize,
         seen: crate::dedup::Limits,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         let snap = store.snapshot()?;
         if !snap.damaged.is_empty() {
@@ -315,6 +326,7 @@ impl Spool {
             wake: Notify::new(),
             capacity,
             unready: Mutex::new(None),
+            metrics,
         });
         let writer = writer::start(shared.clone())?;
         Ok(Self {
@@ -425,6 +437,26 @@ impl Spool {
             quarantined,
             unavailable,
             counters: idx.counters,
+        }
+    }
+
+    /// The gauges of `/metrics` the spool knows (`paused_keys` is delivery's).
+    pub(crate) fn gauges(&self) -> crate::metrics::Snapshot {
+        let store = &self.shared().store;
+        let dead = store.dead_count().unwrap_or(0);
+        let bytes = store.size_bytes();
+        let ready = self.unready().is_none();
+        let idx = self.lock();
+        let oldest = idx.queued.values().next().map(|e| e.accepted_ms);
+        let age_ms = oldest.map_or(0, |at| (now_ms() - at).max(0));
+        crate::metrics::Snapshot {
+            queued: idx.queued.len() as u64,
+            oldest_queued_age: age_ms as f64 / 1000.0,
+            open_alerts: idx.open.len() as u64,
+            dead_letters: dead as u64,
+            paused_keys: 0,
+            spool_bytes: bytes,
+            ready,
         }
     }
 
@@ -605,6 +637,7 @@ impl Spool {
                 action_name: e.action_name.clone(),
                 kind: e.kind,
                 wire: e.wire.clone(),
+                accepted_ms: e.accepted_ms,
             });
         }
         (work, next)

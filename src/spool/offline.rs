@@ -84,7 +84,12 @@ fn with_spool<T>(store: Arc<dyn Store>, f: impl AsyncFnOnce(&Spool) -> Result<T,
         .build()
         .map_err(crate::store::storage)?;
     rt.block_on(async {
-        let spool = Spool::open_store(store, usize::MAX, crate::dedup::Limits::default())?;
+        let spool = Spool::open_store(
+            store,
+            usize::MAX,
+            crate::dedup::Limits::default(),
+            crate::metrics::Metrics::shared(),
+        )?;
         let out = f(&spool).await?;
         spool.flush().await?;
         Ok(out)

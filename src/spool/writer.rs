@@ -226,7 +226,9 @@ impl Writer {
             answer(decided, None);
             return;
         }
+        let started = Instant::now();
         let result = self.shared.store.apply(&all, durable);
+        self.shared.metrics.commit(started.elapsed());
         match result {
             Ok(()) => {
                 self.pending.clear();

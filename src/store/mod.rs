@@ -343,6 +343,9 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     /// Storage errors, or an id of neither form.
     fn drop_record(&self, id: &str) -> Result<Option<&'static str>, Error>;
 
+    /// How many bytes it takes up (for `/metrics`; 0 when unknown).
+    fn size_bytes(&self) -> u64;
+
     /// Commits one change durably (start-up and the offline CLI).
     ///
     /// # Errors

@@ -142,6 +142,10 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
+    fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }

@@ -71,6 +71,21 @@ async fn post_and_reset(addr: SocketAddr, body: &[u8], after: Duration) {
     drop(s);
 }
 
+/// The `ready` gauge of `/metrics`.
+async fn ready_gauge(b: &Bridge) -> Option<f64> {
+    let text = client()
+        .get(format!("{}/metrics", b.url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("prefect_pagerduty_bridge_ready "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The spool figures.
 async fn spool_stats(b: &Bridge) -> Value {
     get_json(&format!("{}/v1/spool", b.url())).await
@@ -326,6 +341,8 @@ async fn a_full_disk_refuses_with_503_and_recovers_when_freed() {
     assert_eq!(res.status().as_u16(), 503);
     let why: Value = res.json().await.expect("json");
     assert_eq!(why["error"], "not_ready", "{why}");
+    // The readiness gauge says the same.
+    assert_eq!(ready_gauge(&b).await, Some(0.0));
     assert_eq!(
         crate::support::get_status(&format!("{}/healthz", b.url())).await,
         200
@@ -350,6 +367,7 @@ async fn a_full_disk_refuses_with_503_and_recovers_when_freed() {
         crate::support::get_status(&readyz).await == 200
     })
     .await;
+    assert_eq!(ready_gauge(&b).await, Some(1.0));
     let (status, body) = post(&b.intake("oncall"), run_event(refused, "FAILED", "Failed", "a")).await;
     if retried {
         assert_eq!(

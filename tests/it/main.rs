@@ -6,6 +6,7 @@ mod faults;
 mod golden;
 mod hostile;
 mod intake;
+mod metrics;
 mod prefect_e2e;
 mod props;
 mod secrets;

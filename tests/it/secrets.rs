@@ -105,7 +105,13 @@ async fn no_secret_appears_in_logs_responses_or_help() {
         s["queued"] == 0 && s["in_flight"] == 0
     })
     .await;
-    for path in ["/v1/actions", "/v1/dead-letters", "/v1/spool", "/healthz"] {
+    for path in [
+        "/v1/actions",
+        "/v1/dead-letters",
+        "/v1/spool",
+        "/healthz",
+        "/metrics",
+    ] {
         let res = http
             .get(format!("{}{path}", b.url()))
             .bearer_auth(ADMIN_TOKEN)
