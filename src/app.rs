@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::deliver;
 use crate::metrics::Metrics;
+use crate::prefect_api::reconcile::{Reconciler, SharedStatus};
 use crate::server::{self, State};
 use crate::sink::pagerduty::{Client, DryRun};
 use crate::spool::Spool;
@@ -68,10 +69,28 @@ impl App {
             }
         }
         let keys = deliver::Keys::default();
+        let actions = Arc::new(std::sync::RwLock::new(actions));
+        let reconciler = match &config.reconcile {
+            Some(r) => {
+                let client = crate::prefect_api::Client::try_new(r.api_url.clone(), r.auth.clone())?;
+                metrics.reconcile_enabled();
+                Some(Reconciler::new(
+                    client,
+                    r.settings.clone(),
+                    spool.clone(),
+                    actions.clone(),
+                    config.translate.clone(),
+                    SharedStatus::default(),
+                    metrics.clone(),
+                ))
+            }
+            None => None,
+        };
         let state = Arc::new(State {
+            reconcile: reconciler.as_ref().map(|r| r.status.clone()),
             keys: keys.clone(),
             metrics: metrics.clone(),
-            actions: std::sync::RwLock::new(actions),
+            actions,
             fixed_actions,
             options: config.translate.clone(),
             spool: spool.clone(),
@@ -108,6 +127,11 @@ impl App {
             Some(client) => tokio::spawn(deliver::run(spool, client, settings, keys, metrics, stop)),
             None => tokio::spawn(deliver::run(spool, DryRun, settings, keys, metrics, stop)),
         };
+        let reconciling = reconciler.map(|r| {
+            tracing::info!(prefect_api = %r.client.base(), interval_secs = r.settings.interval.as_secs(),
+                "recovering webhooks Prefect drops");
+            tokio::spawn(r.run(shutdown.clone()))
+        });
         // Metrics alone, for a scraper beside the bridge: few connections.
         let metrics_server = metrics_listener.map(|listener| {
             let listen = server::Listen {
@@ -139,6 +163,9 @@ impl App {
             )
             .await;
             if let Some(task) = metrics_server {
+                let _ = task.await;
+            }
+            if let Some(task) = reconciling {
                 let _ = task.await;
             }
             stop_dispatch.cancel();

@@ -132,6 +132,10 @@ pub(crate) struct Metrics {
     paused: Gauge,
     spool_bytes: Gauge,
     ready: Gauge,
+    reconcile_enabled: Gauge,
+    reconcile_last_success: Gauge,
+    reconcile_recovered: Counter,
+    reconcile_failures: Counter,
 }
 
 /// Seconds, from 1 ms to about 2 min, doubling: a commit takes milliseconds,
@@ -165,6 +169,8 @@ impl Metrics {
             Gauge::default(),
         );
         let oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let (reconcile_enabled, reconcile_last_success) = (Gauge::default(), Gauge::default());
+        let (reconcile_recovered, reconcile_failures) = (Counter::default(), Counter::default());
         registry.register(
             "webhooks_received",
             "Prefect webhooks for a configured action, by what became of them",
@@ -223,6 +229,26 @@ impl Metrics {
             ready.clone(),
         );
         registry.register(
+            "reconcile_enabled",
+            "1 when the bridge reconciles with Prefect's API (--prefect-api-url)",
+            reconcile_enabled.clone(),
+        );
+        registry.register(
+            "reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconciliation pass that read everything (0: none yet)",
+            reconcile_last_success.clone(),
+        );
+        registry.register(
+            "reconcile_recovered",
+            "Webhooks Prefect dropped whose pages reconciliation queued",
+            reconcile_recovered.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Reconciliation passes that could not read Prefect or store what they found",
+            reconcile_failures.clone(),
+        );
+        registry.register(
             "build",
             "The bridge's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -242,7 +268,28 @@ impl Metrics {
             paused,
             spool_bytes,
             ready,
+            reconcile_enabled,
+            reconcile_last_success,
+            reconcile_recovered,
+            reconcile_failures,
         }
+    }
+
+    /// Reconciliation is on.
+    pub(crate) fn reconcile_enabled(&self) {
+        self.reconcile_enabled.set(1);
+    }
+
+    /// A reconciliation pass that started at `at` (unix s) read everything
+    /// and recovered `recovered` pages.
+    pub(crate) fn reconciled(&self, at: i64, recovered: u64) {
+        self.reconcile_last_success.set(at);
+        self.reconcile_recovered.inc_by(recovered);
+    }
+
+    /// A reconciliation pass failed.
+    pub(crate) fn reconcile_failed(&self) {
+        self.reconcile_failures.inc();
     }
 
     /// A shared registry.

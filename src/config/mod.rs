@@ -332,6 +332,54 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_METRICS_LISTEN", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
 
+    /// Prefect's API, to recover the webhooks Prefect dropped: OSS `http://host:4200/api`, Cloud
+    /// `https://api.prefect.cloud/api/accounts/<A>/workspaces/<W>`. Off without it.
+    #[arg(long, env = "PPB_PREFECT_API_URL", value_name = "URL")]
+    pub(crate) prefect_api_url: Option<url::Url>,
+
+    /// Prefect Cloud API key (sent as a Bearer token); may be env:VAR or file:PATH.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_API_KEY",
+        value_name = "SECRET",
+        hide_env_values = true,
+        conflicts_with = "prefect_auth_string"
+    )]
+    pub(crate) prefect_api_key: Option<String>,
+
+    /// Prefect OSS basic-auth string `user:password` (PREFECT_SERVER_API_AUTH_STRING); may be
+    /// env:VAR or file:PATH.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_AUTH_STRING",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub(crate) prefect_auth_string: Option<String>,
+
+    /// How often to look for webhooks Prefect dropped (`off`: never).
+    #[arg(
+        long,
+        env = "PPB_RECONCILE_INTERVAL",
+        default_value = "60s",
+        value_name = "DURATION|off"
+    )]
+    pub(crate) reconcile_interval: String,
+
+    /// How far back the first look goes; at most 7d (Prefect OSS keeps events for 7 days).
+    #[arg(
+        long,
+        env = "PPB_RECONCILE_LOOKBACK",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub(crate) reconcile_lookback: Span,
+
+    /// The address Prefect reaches this bridge at; when given, only Webhook blocks posting there
+    /// count as this bridge's.
+    #[arg(long, env = "PPB_BRIDGE_URL", value_name = "URL")]
+    pub(crate) bridge_url: Option<url::Url>,
+
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.
     #[arg(long, env = "PPB_INGRESS_RATE", value_name = "RATE")]

@@ -148,6 +148,75 @@ pub(crate) struct ServeConfig {
     pub(crate) ingress_rate: Option<(u32, Duration)>,
     /// Where `/metrics` is also served alone.
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Reconciliation with Prefect, when configured and not off.
+    pub(crate) reconcile: Option<Reconcile>,
+}
+
+/// Where and how to reconcile with Prefect.
+#[derive(Debug, Clone)]
+pub(crate) struct Reconcile {
+    /// Prefect's API.
+    pub(crate) api_url: url::Url,
+    /// Its credentials.
+    pub(crate) auth: Option<crate::prefect_api::Auth>,
+    /// Pass interval, lookback and the bridge's own URL.
+    pub(crate) settings: crate::prefect_api::reconcile::Settings,
+}
+
+/// Prefect OSS keeps events this long: looking further back finds nothing.
+const MAX_LOOKBACK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
+    let interval = match args.reconcile_interval.trim() {
+        "off" => None,
+        v => Some(non_zero(
+            "--reconcile-interval",
+            v.parse::<super::values::Span>()
+                .map_err(|e| invalid("--reconcile-interval", format!("{e}, or off")))?
+                .0,
+        )?),
+    };
+    let Some(api_url) = args.prefect_api_url.clone() else {
+        if args.prefect_api_key.is_some() || args.prefect_auth_string.is_some() {
+            return Err(invalid(
+                "--prefect-api-key/--prefect-auth-string",
+                "given without --prefect-api-url",
+            ));
+        }
+        return Ok(None);
+    };
+    web_url("--prefect-api-url", &api_url)?;
+    if let Some(b) = &args.bridge_url {
+        web_url("--bridge-url", b)?;
+    }
+    let lookback = non_zero("--reconcile-lookback", args.reconcile_lookback.0)?;
+    if lookback > MAX_LOOKBACK {
+        return Err(invalid(
+            "--reconcile-lookback",
+            "at most 7d: Prefect keeps events for 7 days",
+        ));
+    }
+    let secret = |flag: &'static str, v: &str| -> Result<crate::secret::Secret, ConfigError> {
+        let source: SecretSource = v.parse().map_err(|e| invalid(flag, e))?;
+        source.read().map_err(|e| invalid(flag, e))
+    };
+    let auth = match (&args.prefect_api_key, &args.prefect_auth_string) {
+        (Some(k), _) => Some(crate::prefect_api::Auth::ApiKey(secret("--prefect-api-key", k)?)),
+        (None, Some(a)) => Some(crate::prefect_api::Auth::AuthString(secret(
+            "--prefect-auth-string",
+            a,
+        )?)),
+        (None, None) => None,
+    };
+    Ok(interval.map(|interval| Reconcile {
+        api_url,
+        auth,
+        settings: crate::prefect_api::reconcile::Settings {
+            interval,
+            lookback,
+            bridge_url: args.bridge_url.clone(),
+        },
+    }))
 }
 
 impl ServeConfig {
@@ -260,6 +329,7 @@ impl ServeConfig {
             idle_timeout: non_zero("--idle-timeout", args.idle_timeout.0)?,
             ingress_rate: args.ingress_rate.map(Rate::pair),
             metrics_listen: args.metrics_listen,
+            reconcile: reconcile(args)?,
         })
     }
 }
@@ -332,10 +402,56 @@ mod tests {
             (&["--prefect-ui-url", "file:///etc/passwd"], "--prefect-ui-url"),
             (&["--api-token", "root:abc"], "--api-token"),
             (&["--action", "b=short"], "--action"),
+            (
+                &[
+                    "--prefect-api-url",
+                    "http://p:4200/api",
+                    "--reconcile-lookback",
+                    "8d",
+                ],
+                "--reconcile-lookback",
+            ),
+            (
+                &[
+                    "--prefect-api-url",
+                    "http://p:4200/api",
+                    "--reconcile-interval",
+                    "soon",
+                ],
+                "--reconcile-interval",
+            ),
+            (
+                &[
+                    "--prefect-api-url",
+                    "http://p:4200/api",
+                    "--reconcile-interval",
+                    "0s",
+                ],
+                "--reconcile-interval",
+            ),
+            (&["--prefect-api-key", "k"], "--prefect-api-key"),
+            (&["--prefect-api-url", "ftp://p/api"], "--prefect-api-url"),
         ] {
             let err = serve(args).expect_err(&format!("{args:?} must be refused"));
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn reconciliation_is_on_with_an_api_url_unless_turned_off() {
+        assert!(serve(&[]).expect("default").reconcile.is_none());
+        let on = serve(&["--prefect-api-url", "http://p:4200/api"]).expect("on");
+        let r = on.reconcile.expect("reconciles");
+        assert_eq!(r.settings.interval, Duration::from_secs(60));
+        assert_eq!(r.settings.lookback, Duration::from_secs(86_400));
+        let off = serve(&[
+            "--prefect-api-url",
+            "http://p:4200/api",
+            "--reconcile-interval",
+            "off",
+        ])
+        .expect("off");
+        assert!(off.reconcile.is_none());
     }
 
     #[test]

@@ -65,8 +65,9 @@ const SHED_EVERY: Duration = Duration::from_millis(50);
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct State {
-    /// Actions by name; API-created ones come and go at run time.
-    pub actions: std::sync::RwLock<Actions>,
+    /// Actions by name; API-created ones come and go at run time (shared
+    /// with reconciliation).
+    pub actions: Arc<std::sync::RwLock<Actions>>,
     /// Names given with `--action` (not deletable over the API).
     pub fixed_actions: std::collections::HashSet<String>,
     /// Translation options.
@@ -83,6 +84,8 @@ pub struct State {
     pub keys: crate::deliver::Keys,
     /// What is counted, for `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// What reconciliation with Prefect has done, when it runs.
+    pub reconcile: Option<crate::prefect_api::reconcile::SharedStatus>,
     /// Per-client-IP request limiter.
     pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -659,7 +662,17 @@ where
         Route::CreateAction => actions::create(state, &read_small_body(state, req).await).await,
         Route::DeleteAction { name } => actions::delete(state, name).await,
         Route::TestAction { name } => actions::test(state, name).await,
-        Route::SpoolStats => Ok(response::json(StatusCode::OK, &state.stats())),
+        Route::SpoolStats => {
+            let mut stats = json!(state.stats());
+            if let Some(status) = &state.reconcile {
+                let status = status
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                stats["reconcile"] = json!(status);
+            }
+            Ok(response::json(StatusCode::OK, &stats))
+        }
         Route::ListDeadLetters => {
             let list = state.spool.dead_letters()?;
             Ok(response::json(StatusCode::OK, &json!({"dead_letters": list})))

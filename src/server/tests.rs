@@ -80,7 +80,9 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         severity: None,
     };
     let state = Arc::new(State {
-        actions: std::sync::RwLock::new(Actions::try_new(vec![action]).expect("actions")),
+        actions: Arc::new(std::sync::RwLock::new(
+            Actions::try_new(vec![action]).expect("actions"),
+        )),
         fixed_actions: ["oncall".to_owned()].into(),
         options: crate::translate::Options::default(),
         spool,
@@ -96,6 +98,7 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         request_timeout: Duration::from_secs(10),
         keys: crate::deliver::Keys::default(),
         metrics: crate::metrics::Metrics::shared(),
+        reconcile: None,
         ingress: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -13,10 +13,6 @@ use serde::Deserialize;
 use super::{Delivery, Outbound, Sink};
 use crate::store::BodyKind;
 
-/// How long to wait for PagerDuty to connect and to answer in full.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Sends events to one Events API v2 endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -32,11 +28,6 @@ struct Answer {
     errors: Vec<String>,
 }
 
-/// The client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("building the PagerDuty HTTP client: {0}")]
-pub struct BuildError(#[from] reqwest::Error);
-
 // === impl Client ===
 
 impl Client {
@@ -45,14 +36,8 @@ impl Client {
     ///
     /// # Errors
     /// When the TLS stack cannot be set up (no crypto provider installed).
-    pub fn try_new(base: &url::Url) -> Result<Self, BuildError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("prefect-pagerduty-bridge/", env!("CARGO_PKG_VERSION")))
-            // Where events go is configuration, never something a redirect picks.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+    pub fn try_new(base: &url::Url) -> Result<Self, crate::outbound::BuildError> {
+        let http = crate::outbound::client()?;
         Ok(Self {
             http,
             enqueue_url: enqueue_url(base),

@@ -88,6 +88,8 @@ struct Shared {
     unready: Mutex<Option<String>>,
     /// Where commit times are counted.
     metrics: Arc<Metrics>,
+    /// Reconciliation's checkpoint (unix ms), as last committed.
+    checkpoint: Mutex<Option<i64>>,
 }
 
 impl Shared {
@@ -327,6 +329,7 @@ impl Spool {
             capacity,
             unready: Mutex::new(None),
             metrics,
+            checkpoint: Mutex::new(snap.checkpoint),
         });
         let writer = writer::start(shared.clone())?;
         Ok(Self {
@@ -540,6 +543,33 @@ impl Spool {
         })
         .await?;
         Ok(true)
+    }
+
+    /// Reconciliation's checkpoint: everything before it was read (unix ms).
+    pub(crate) fn checkpoint(&self) -> Option<i64> {
+        *self
+            .shared()
+            .checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves reconciliation's checkpoint, durably.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) async fn save_checkpoint(&self, at_ms: i64) -> Result<(), Error> {
+        self.write(Change {
+            checkpoint: Some(at_ms),
+            ..Change::durable()
+        })
+        .await?;
+        *self
+            .shared()
+            .checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(at_ms);
+        Ok(())
     }
 
     /// Deletes every dead letter; returns how many.

@@ -138,6 +138,8 @@ pub(crate) struct Change {
     pub(crate) seen_put: Vec<(u64, u128)>,
     /// Drop every claim made before this unix ms.
     pub(crate) seen_expire_before: Option<u64>,
+    /// Reconciliation with Prefect has read everything before this unix ms.
+    pub(crate) checkpoint: Option<i64>,
     /// Whether this change must be durable before it is acknowledged.
     pub(crate) durable: bool,
 }
@@ -164,6 +166,7 @@ impl Change {
             && self.action_delete.is_empty()
             && self.seen_put.is_empty()
             && self.seen_expire_before.is_none()
+            && self.checkpoint.is_none()
     }
 }
 
@@ -245,6 +248,8 @@ pub(crate) struct Snapshot {
     pub(crate) next_id: u64,
     /// Counters.
     pub(crate) counters: Counters,
+    /// Reconciliation's checkpoint, unix ms.
+    pub(crate) checkpoint: Option<i64>,
     /// Rows of events, open alerts, dead letters and actions that do not decode.
     pub(crate) damaged: Vec<Damaged>,
 }

@@ -27,6 +27,8 @@ const OPEN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("open_alerts"
 /// [`OPEN`] when such a spool is opened.
 const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// The key in [`META`] of reconciliation's checkpoint (unix ms).
+const CHECKPOINT: &str = "reconcile_checkpoint_ms";
 const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
 /// Idempotency claims, keyed by (unix ms claimed, digest of action and
 /// Prefect event id): time first, so expired claims are one range.
@@ -178,6 +180,11 @@ impl Store for RedbStore {
                 superseded: get("superseded"),
                 dead_lettered: get("dead_lettered"),
             };
+            snap.checkpoint = meta
+                .get(CHECKPOINT)
+                .ok()
+                .flatten()
+                .and_then(|v| i64::try_from(v.value()).ok());
             let dead = txn.open_table(DEAD).map_err(storage)?;
             for row in dead.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
@@ -577,6 +584,10 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
             }
             for claim in &c.seen_put {
                 seen.insert(*claim, ()).map_err(storage)?;
+            }
+            if let Some(at) = c.checkpoint {
+                meta.insert(CHECKPOINT, u64::try_from(at).unwrap_or(0))
+                    .map_err(storage)?;
             }
             if let Some(before) = c.seen_expire_before {
                 seen.retain_in(..(before, 0), |_, ()| false).map_err(storage)?;

@@ -113,6 +113,108 @@ async fn driver(venv: &Path, env: &[(String, String)], args: &[&str]) -> Value {
     serde_json::from_str(last).unwrap_or_else(|_| panic!("driver {what} printed no JSON: {stdout}"))
 }
 
+/// A real Prefect server from PyPI, healthy; its log is shown if the test fails.
+struct Prefect {
+    venv: PathBuf,
+    env: Vec<(String, String)>,
+    ui: String,
+    home: tempfile::TempDir,
+    _server: PrefectServer,
+    _log: ServerLog,
+}
+
+impl Prefect {
+    async fn start() -> Self {
+        let venv = tokio::task::spawn_blocking(ensure_prefect)
+            .await
+            .expect("install prefect");
+        let home = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let ui = format!("http://127.0.0.1:{port}");
+        let env = prefect_env(home.path(), &ui);
+        let server = Self::server(&venv, &env, home.path(), port);
+        // On any failure from here on, the Prefect server's log is shown.
+        let log = ServerLog(home.path().join("server.log"));
+        Self::healthy(&ui).await;
+        Self {
+            venv,
+            env,
+            ui,
+            home,
+            _server: server,
+            _log: log,
+        }
+    }
+
+    fn server(venv: &Path, env: &[(String, String)], home: &Path, port: u16) -> PrefectServer {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("server.log"))
+            .expect("log file");
+        PrefectServer(
+            Command::new(venv.join("bin/prefect"))
+                .args([
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                ])
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start prefect server"),
+        )
+    }
+
+    async fn healthy(ui: &str) {
+        let http = client();
+        crate::support::wait::holds(
+            Duration::from_secs(120),
+            "the Prefect server is healthy",
+            || async {
+                http.get(format!("{ui}/api/health"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        )
+        .await;
+    }
+
+    /// Stops the server; `start_again` brings it back on its port and data.
+    fn stop(&mut self) {
+        let _ = self._server.0.kill();
+        let _ = self._server.0.wait();
+    }
+
+    async fn start_again(&mut self) {
+        let port: u16 = self
+            .ui
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self._server = Self::server(&self.venv, &self.env, self.home.path(), port);
+        Self::healthy(&self.ui).await;
+    }
+
+    async fn driver(&self, args: &[&str]) -> Value {
+        driver(&self.venv, &self.env, args).await
+    }
+
+    /// A flow run that fails (each call its own marker, so it fails).
+    async fn failing_run(&self, n: usize) -> String {
+        let marker = self.home.path().join(format!("marker-{n}"));
+        let out = self.driver(&["fail", marker.to_str().expect("utf-8 path")]).await;
+        out["flow_run_id"].as_str().expect("run id").to_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
     if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
@@ -247,4 +349,138 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
         "Running after a failure must not resolve; Completed must, once"
     );
     assert_eq!(for_run[1].body["routing_key"], KEY_A);
+}
+
+/// The bridge is down while two flow runs fail: Prefect drops both webhooks
+/// (connection refused; it never retries). Started again with
+/// reconciliation, the bridge pages both within two intervals, exactly
+/// once, and does not page again the run it had paged before it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_prefect_dropped_while_the_bridge_was_down_are_paged_once() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    const INTERVAL: Duration = Duration::from_secs(3);
+    let mut prefect = Prefect::start().await;
+    let double = Double::start().await;
+    let spool_dir = tempfile::tempdir().expect("tempdir");
+    let spool = spool_dir.path().join("s.redb");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (pd_url, action, api) = (
+        double.url(),
+        format!("oncall={KEY_A}"),
+        format!("{}/api", prefect.ui),
+    );
+    let args = [
+        "--pagerduty-url",
+        pd_url.as_str(),
+        "--action",
+        action.as_str(),
+        "--spool",
+        spool.to_str().expect("utf-8 path"),
+    ];
+    let mut bridge = Bridge::serve_at(&listen, &args, &[]);
+    prefect.driver(&["setup", &bridge.intake("oncall")]).await;
+    let triggers_of = |run: &str| {
+        let key = format!("prefect/flow-run/{run}");
+        double
+            .received()
+            .iter()
+            .filter(|r| r.dedup_key() == key && r.action() == "trigger" && r.status == 202)
+            .count()
+    };
+
+    // Paged while the bridge runs.
+    let before = prefect.failing_run(1).await;
+    let key = format!("prefect/flow-run/{before}");
+    double
+        .wait_until(Duration::from_secs(60), "the page of the first run", |r| {
+            r.iter().any(|r| r.dedup_key() == key && r.action() == "trigger")
+        })
+        .await;
+    assert_eq!(bridge.terminate().code(), Some(0));
+
+    // Dropped by Prefect: nothing listens.
+    let dropped = [prefect.failing_run(2).await, prefect.failing_run(3).await];
+    for run in &dropped {
+        assert_eq!(triggers_of(run), 0, "nothing listened, yet {run} was paged");
+    }
+
+    // Started again, reconciling every 3 s.
+    let interval = format!("{}s", INTERVAL.as_secs());
+    let mut with_reconcile = args.to_vec();
+    with_reconcile.extend([
+        "--prefect-api-url",
+        api.as_str(),
+        "--reconcile-interval",
+        interval.as_str(),
+    ]);
+    let bridge = Bridge::serve_at(&listen, &with_reconcile, &[]);
+    let started = std::time::Instant::now();
+    for run in &dropped {
+        let key = format!("prefect/flow-run/{run}");
+        double
+            .wait_until(Duration::from_secs(60), "the page of a dropped run", |r| {
+                r.iter()
+                    .any(|r| r.dedup_key() == key && r.action() == "trigger" && r.status == 202)
+            })
+            .await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took <= INTERVAL * 2 + Duration::from_secs(2),
+        "recovered after {took:?}"
+    );
+
+    // Two more passes find the same drops: still once each, and the run
+    // paged before the stop is not paged again.
+    let passes = |s: &Value| s["reconcile"]["last_success"].as_str().map(str::to_owned);
+    let spool_url = format!("{}/v1/spool", bridge.url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![passes(&crate::support::get_json(&spool_url).await)];
+    while seen.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two more passes: {seen:?}"
+        );
+        let now = passes(&crate::support::get_json(&spool_url).await);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        crate::support::wait::hold(Duration::from_millis(100), "between looks at the pass time").await;
+    }
+    for run in &dropped {
+        assert_eq!(triggers_of(run), 1, "{run} was paged {} times", triggers_of(run));
+    }
+    assert_eq!(
+        triggers_of(&before),
+        1,
+        "the run paged before the stop was paged again"
+    );
+    let stats = crate::support::get_json(&spool_url).await;
+    assert!(stats["reconcile"]["recovered"].as_u64() >= Some(2), "{stats}");
+    assert_eq!(stats["reconcile"]["failures"], 0, "{stats}");
+
+    // Prefect goes down: reconciliation fails and backs off, the intake
+    // does not notice; Prefect comes back: reconciliation resumes.
+    prefect.stop();
+    let failed_at = crate::support::wait::until(Duration::from_secs(30), "a failed pass", || async {
+        let s = crate::support::get_json(&spool_url).await;
+        (s["reconcile"]["failures"].as_u64() >= Some(1)).then(|| passes(&s))
+    })
+    .await;
+    let failed =
+        std::fs::read(crate::support::fixtures().join("examples/flow-run-failed.json")).expect("fixture");
+    let (status, answer) = crate::support::post(&bridge.intake("oncall"), failed).await;
+    assert_eq!(status, 202, "{answer}");
+    prefect.start_again().await;
+    crate::support::wait::holds(Duration::from_secs(60), "a pass succeeds again", || async {
+        let s = crate::support::get_json(&spool_url).await;
+        passes(&s) != failed_at && s["reconcile"]["last_error"].is_null()
+    })
+    .await;
+    for run in &dropped {
+        assert_eq!(triggers_of(run), 1, "{run} after Prefect came back");
+    }
 }

@@ -30,12 +30,17 @@ impl Bridge {
 
     /// As [`Bridge::serve`], with extra environment variables.
     pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::serve_at("127.0.0.1:0", args, env)
+    }
+
+    /// As [`Bridge::serve_with_env`], listening on `listen`.
+    pub fn serve_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         super::limit::arm();
         // PPB_BRIDGE_BIN runs another build (e.g. `--profile profiling` under perf).
         let bin = std::env::var("PPB_BRIDGE_BIN").unwrap_or_else(|_| BIN.to_owned());
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", listen, "--log-format", "json"])
             .args(args);
         let spool_dir = if args.contains(&"--spool") {
             None

@@ -1,0 +1,189 @@
+//! Prefect's REST API, read by the bridge (I/O; `prefect/` stays pure):
+//! events, by name and time or by id, a page at a time; block documents.
+//! OSS answers at `http://host:4200/api`, Cloud at
+//! `https://api.prefect.cloud/api/accounts/<A>/workspaces/<W>`
+//! (docs/prefect.md §8).
+
+pub(crate) mod reconcile;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::secret::Secret;
+
+/// Events per page: Prefect's cap.
+const PAGE: usize = 50;
+
+/// How to authenticate.
+#[derive(Debug, Clone)]
+pub(crate) enum Auth {
+    /// Prefect Cloud: `Authorization: Bearer <key>`.
+    ApiKey(Secret),
+    /// OSS with `PREFECT_SERVER_API_AUTH_STRING`: HTTP basic, `user:pass`.
+    AuthString(Secret),
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// No answer.
+    #[error("Prefect's API did not answer: {0}")]
+    Unreachable(String),
+    /// An answer that was not a success.
+    #[error("Prefect's API answered {status}: {detail}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Start of the body.
+        detail: String,
+    },
+    /// A success whose body did not read.
+    #[error("Prefect's API answered something unreadable: {0}")]
+    Unreadable(String),
+}
+
+/// One page of events.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Page {
+    /// The events, as Prefect serialises them (what `{{ event | tojson }}` sends).
+    pub(crate) events: Vec<Value>,
+    /// The next page's URL, if any.
+    #[serde(default)]
+    pub(crate) next_page: Option<String>,
+}
+
+/// A client for one Prefect API.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    base: url::Url,
+    auth: Option<Auth>,
+}
+
+impl Client {
+    /// A client for the API at `base`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub(crate) fn try_new(base: url::Url, auth: Option<Auth>) -> Result<Self, crate::outbound::BuildError> {
+        Ok(Self {
+            http: crate::outbound::client()?,
+            base,
+            auth,
+        })
+    }
+
+    /// The API's base URL (no credentials in it).
+    pub(crate) fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(Auth::ApiKey(key)) => req.bearer_auth(key.expose()),
+            Some(Auth::AuthString(s)) => {
+                let (user, pass) = s.expose().split_once(':').unwrap_or((s.expose(), ""));
+                req.basic_auth(user, Some(pass))
+            }
+            None => req,
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
+        let res = self
+            .authorised(req)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body = res.bytes().await.map_err(|e| Error::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body);
+            return Err(Error::Status {
+                status,
+                detail: crate::pagerduty::truncate_chars(text.trim(), 300),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::Unreadable(e.to_string()))
+    }
+
+    /// Events named one of `names` that occurred in `[since, until)`, oldest
+    /// first: the first page.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn events(
+        &self,
+        names: &[&str],
+        since: jiff::Timestamp,
+        until: jiff::Timestamp,
+    ) -> Result<Page, Error> {
+        let body = json!({
+            "filter": {
+                "event": {"name": names},
+                "occurred": {"since": since.to_string(), "until": until.to_string()},
+                "order": "ASC",
+            },
+            "limit": PAGE,
+        });
+        self.call(self.http.post(self.url("events/filter")).json(&body))
+            .await
+    }
+
+    /// The page after one whose `next_page` is `url`. Only a URL under the
+    /// configured API is followed: credentials go nowhere else.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn next(&self, url: &str) -> Result<Page, Error> {
+        let next = self
+            .base
+            .join(url)
+            .map_err(|e| Error::Unreadable(e.to_string()))?;
+        if next.origin() != self.base.origin()
+            || !next.path().starts_with(self.base.path().trim_end_matches('/'))
+        {
+            return Err(Error::Unreadable(format!(
+                "next_page {next} is not under {}",
+                self.base
+            )));
+        }
+        self.call(self.http.get(next)).await
+    }
+
+    /// The event with `id`, if Prefect still has it (looked for since `since`).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn event(&self, id: &str, since: jiff::Timestamp) -> Result<Option<Value>, Error> {
+        let body = json!({
+            "filter": {"id": {"id": [id]}, "occurred": {"since": since.to_string()}},
+            "limit": 1,
+        });
+        let page: Page = self
+            .call(self.http.post(self.url("events/filter")).json(&body))
+            .await?;
+        Ok(page.events.into_iter().next())
+    }
+
+    /// The URL a Webhook block document posts to (`None` for other blocks).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn webhook_url(&self, block_document_id: &str) -> Result<Option<String>, Error> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            data: Value,
+        }
+        let url = self.url(&format!(
+            "block_documents/{block_document_id}?include_secrets=true"
+        ));
+        let doc: Doc = self.call(self.http.get(url)).await?;
+        Ok(doc.data["url"].as_str().map(str::to_owned))
+    }
+}

@@ -1,0 +1,338 @@
+//! Recovering the webhooks Prefect dropped. Prefect's `call-webhook` makes
+//! one attempt: a refused connection, a timeout or its own transport race
+//! loses the page, and Prefect records it as a
+//! `prefect.automation.action.failed` event (a non-2xx answer as
+//! `action.executed` with its `status_code`; docs/prefect.md §5, §8).
+//!
+//! Every interval, this reads those events since its checkpoint (less an
+//! overlap, for events written late), keeps the call-webhook ones whose
+//! block posts to one of this bridge's actions, fetches each triggering
+//! event and hands it to the spool exactly as the webhook would have: same
+//! action, same translation, same idempotency, so a page that did arrive is
+//! a duplicate and is not sent twice. The checkpoint is stored in the spool.
+//! When Prefect cannot be read it backs off; the intake never waits on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Client, Error};
+use crate::actions::Actions;
+use crate::metrics::Metrics;
+use crate::spool::{AcceptError, Accepted, Spool};
+
+/// The events that record a webhook Prefect did not deliver.
+const FAILED: &str = "prefect.automation.action.failed";
+const EXECUTED: &str = "prefect.automation.action.executed";
+/// Events written this long after they occurred are still found.
+const OVERLAP: Duration = Duration::from_secs(120);
+/// The longest wait between tries while Prefect cannot be read (or ten
+/// intervals, if that is shorter).
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// How reconciliation runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Between passes.
+    pub(crate) interval: Duration,
+    /// How far back the first pass looks (and at most any pass).
+    pub(crate) lookback: Duration,
+    /// When given, only blocks posting to this origin are this bridge's.
+    pub(crate) bridge_url: Option<url::Url>,
+}
+
+/// What reconciliation has done, for `/v1/spool`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Status {
+    /// When the last pass that read everything ended, RFC 3339.
+    pub(crate) last_success: Option<String>,
+    /// Pages Prefect dropped that were recovered, since start.
+    pub(crate) recovered: u64,
+    /// Dropped webhooks found that the bridge already had (duplicates).
+    pub(crate) already_delivered: u64,
+    /// Dropped webhooks with nothing to send (a recovery with nothing open).
+    pub(crate) nothing_to_send: u64,
+    /// Passes that failed, since start.
+    pub(crate) failures: u64,
+    /// The last failure, while it lasts.
+    pub(crate) last_error: Option<String>,
+}
+
+/// Shared reconciliation status.
+pub(crate) type SharedStatus = Arc<Mutex<Status>>;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    recovered: u64,
+    duplicates: u64,
+    nothing: u64,
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error(transparent)]
+    Prefect(#[from] Error),
+    #[error("the spool did not take a recovered event: {0}")]
+    Spool(#[from] AcceptError),
+    #[error("the checkpoint could not be stored: {0}")]
+    Checkpoint(#[from] crate::spool::Error),
+}
+
+/// The reconciler.
+#[derive(Debug)]
+pub(crate) struct Reconciler {
+    pub(crate) client: Client,
+    pub(crate) settings: Settings,
+    pub(crate) spool: Spool,
+    pub(crate) actions: Arc<RwLock<Actions>>,
+    pub(crate) options: crate::translate::Options,
+    pub(crate) status: SharedStatus,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Block document id → the action its URL names (or none).
+    blocks: HashMap<String, Option<String>>,
+}
+
+impl Reconciler {
+    /// A reconciler; [`Reconciler::run`] starts it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: Client,
+        settings: Settings,
+        spool: Spool,
+        actions: Arc<RwLock<Actions>>,
+        options: crate::translate::Options,
+        status: SharedStatus,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            settings,
+            spool,
+            actions,
+            options,
+            status,
+            metrics,
+            blocks: HashMap::new(),
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a pass now, then every interval (backing off while Prefect
+    /// cannot be read), until `shutdown`.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let started = jiff::Timestamp::now();
+            // Stopping mid-pass is safe: what was recovered is committed,
+            // and the checkpoint moves only after a whole pass.
+            let result = tokio::select! {
+                r = self.pass(started) => r,
+                () = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(pass) => {
+                    wait = self.settings.interval;
+                    if pass.recovered > 0 {
+                        tracing::warn!(
+                            recovered = pass.recovered,
+                            already_delivered = pass.duplicates,
+                            "recovered webhooks Prefect dropped; their pages are queued"
+                        );
+                    }
+                    self.metrics.reconciled(started.as_second(), pass.recovered);
+                    let mut s = self.status();
+                    s.last_success = Some(started.to_string());
+                    s.recovered += pass.recovered;
+                    s.already_delivered += pass.duplicates;
+                    s.nothing_to_send += pass.nothing;
+                    s.last_error = None;
+                }
+                Err(e) => {
+                    wait = if wait.is_zero() {
+                        self.settings.interval
+                    } else {
+                        (wait * 2).min(
+                            MAX_BACKOFF
+                                .min(self.settings.interval * 10)
+                                .max(self.settings.interval),
+                        )
+                    };
+                    tracing::warn!(error = %e, retry_in_secs = wait.as_secs(),
+                        "reconciliation with Prefect failed; will try again");
+                    self.metrics.reconcile_failed();
+                    let mut s = self.status();
+                    s.failures += 1;
+                    s.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Reads every dropped webhook since the checkpoint and recovers it;
+    /// moves the checkpoint to `now` only when all of them were handled.
+    async fn pass(&mut self, now: jiff::Timestamp) -> Result<Pass, PassError> {
+        let earliest = now.as_millisecond() - millis(self.settings.lookback);
+        let since_ms = match self.spool.checkpoint() {
+            Some(at) => (at - millis(OVERLAP)).max(earliest),
+            None => earliest,
+        };
+        let since = jiff::Timestamp::from_millisecond(since_ms).unwrap_or(now);
+        let mut done = Pass::default();
+        let mut page = self.client.events(&[FAILED, EXECUTED], since, now).await?;
+        loop {
+            for event in &page.events {
+                match self.recover(event, since).await? {
+                    Some(Accepted::Queued { .. }) => done.recovered += 1,
+                    Some(Accepted::Duplicate) => done.duplicates += 1,
+                    Some(_) => done.nothing += 1,
+                    None => {}
+                }
+            }
+            match page.next_page.take() {
+                Some(next) => page = self.client.next(&next).await?,
+                None => break,
+            }
+        }
+        self.spool.save_checkpoint(now.as_millisecond()).await?;
+        Ok(done)
+    }
+
+    /// Handles one action event: `None` when it is not a dropped webhook to
+    /// this bridge, else what the spool made of its triggering event.
+    async fn recover(
+        &mut self,
+        event: &Value,
+        since: jiff::Timestamp,
+    ) -> Result<Option<Accepted>, PassError> {
+        let payload = &event["payload"];
+        if payload["action_type"] != "call-webhook" {
+            return Ok(None);
+        }
+        if event["event"] == EXECUTED
+            && payload["status_code"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        {
+            return Ok(None);
+        }
+        let (Some(block), Some(triggering)) = (
+            related(event, "block", "prefect.block-document."),
+            related(event, "triggering-event", "prefect.event."),
+        ) else {
+            return Ok(None);
+        };
+        let Some(name) = self.action_of(&block).await? else {
+            return Ok(None);
+        };
+        let Some(action) = self
+            .actions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&name)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        // The triggering event came before the action that failed.
+        let look_from = since
+            .checked_sub(jiff::SignedDuration::from_secs(86_400))
+            .unwrap_or(since);
+        let Some(triggering) = self.client.event(&triggering, look_from).await? else {
+            tracing::warn!(event = %crate::logging::escape(&triggering),
+                "a dropped webhook's triggering event is gone from Prefect; it cannot be recovered");
+            return Ok(None);
+        };
+        // As `{{ event | tojson }}` would have sent it.
+        let body = serde_json::to_vec(&triggering).unwrap_or_default();
+        let n = crate::prefect::parse(&body, None);
+        let t = crate::translate::translate(&n, &action, &self.options);
+        let event_id = n.envelope_event_id.clone().or_else(|| n.event_id.clone());
+        let accepted = self.spool.accept(&action.name, &t, event_id.as_deref()).await?;
+        if let Accepted::Queued { id } = accepted {
+            tracing::info!(action = %action.name, dedup_key = %t.dedup_key, spool_id = id,
+                prefect_event_id = %crate::logging::escape(event_id.as_deref().unwrap_or_default()),
+                "recovered a webhook Prefect dropped");
+        }
+        Ok(Some(accepted))
+    }
+
+    /// The action a block document's URL names, when it points at this bridge.
+    async fn action_of(&mut self, block: &str) -> Result<Option<String>, Error> {
+        if let Some(known) = self.blocks.get(block) {
+            return Ok(known.clone());
+        }
+        let name = self
+            .client
+            .webhook_url(block)
+            .await?
+            .and_then(|u| url::Url::parse(&u).ok())
+            .filter(|u| {
+                self.settings
+                    .bridge_url
+                    .as_ref()
+                    .is_none_or(|b| b.origin() == u.origin())
+            })
+            .and_then(|u| {
+                let rest = u.path().strip_prefix("/v1/prefect/")?;
+                let name = rest.strip_suffix('/').unwrap_or(rest);
+                (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+            });
+        self.blocks.insert(block.to_owned(), name.clone());
+        Ok(name)
+    }
+}
+
+/// The id of an event's related resource with `role`, without `prefix`.
+fn related(event: &Value, role: &str, prefix: &str) -> Option<String> {
+    event["related"].as_array()?.iter().find_map(|r| {
+        (r["prefect.resource.role"] == role)
+            .then(|| {
+                r["prefect.resource.id"]
+                    .as_str()?
+                    .strip_prefix(prefix)
+                    .map(str::to_owned)
+            })
+            .flatten()
+    })
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn related_resources_are_found_by_role() {
+        let e = serde_json::json!({"related": [
+            {"prefect.resource.id": "prefect.block-document.b1", "prefect.resource.role": "block"},
+            {"prefect.resource.id": "prefect.event.e1", "prefect.resource.role": "triggering-event"},
+            {"prefect.resource.id": "prefect.event.e0", "prefect.resource.role": "automation-triggered-event"}
+        ]});
+        assert_eq!(
+            related(&e, "block", "prefect.block-document.").as_deref(),
+            Some("b1")
+        );
+        assert_eq!(
+            related(&e, "triggering-event", "prefect.event.").as_deref(),
+            Some("e1")
+        );
+        assert_eq!(related(&e, "flow", "prefect.flow."), None);
+        assert_eq!(related(&serde_json::json!({}), "block", ""), None);
+    }
+}
