@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::actions::Action;
 use crate::app::App;
-use crate::config::{self, ServeArgs, ServeConfig, SpoolArgs, SpoolOp, TranslateArgs};
+use crate::config::{
+    self, PrefectArgs, PrefectOp, ServeArgs, ServeConfig, SpoolArgs, SpoolOp, TranslateArgs,
+};
 use crate::secret::Secret;
 use crate::{prefect, shutdown, translate};
 
@@ -102,4 +104,79 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
             None => anyhow::bail!("no record {id} in the queue, the dead letters or the quarantine"),
         },
     })
+}
+
+/// Runs a `prefect` operation; returns what to print and whether all is well.
+///
+/// # Errors
+/// Invalid flags, or Prefect (or the bridge) could not be read.
+pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
+    let PrefectOp::Check {
+        conn,
+        bridge_token,
+        json,
+    } = &args.op;
+    let ((api, auth), bridge) = config::prefect_client(conn)?
+        .context("prefect check needs --prefect-api-url (or PPB_PREFECT_API_URL)")?;
+    let token = bridge_token
+        .as_deref()
+        .map(|t| config::secret("--bridge-token", t))
+        .transpose()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let report = rt.block_on(async {
+        let client = crate::prefect_api::Client::try_new(api, auth)?;
+        let known = match &bridge {
+            Some(b) => Some(bridge_actions(b, token.as_ref()).await?),
+            None => None,
+        };
+        crate::prefect_api::check::check(&client, bridge.as_ref(), known.as_deref())
+            .await
+            .context("reading Prefect's automations")
+    })?;
+    let text = if *json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        let mut out = format!(
+            "{} automation(s) call this bridge; {}\n",
+            report.automations_calling_the_bridge,
+            if report.ok {
+                "no problems found".to_owned()
+            } else {
+                format!("{} problem(s):", report.problems.len())
+            }
+        );
+        for p in &report.problems {
+            out.push_str(&format!("- {} [{}]: {}\n", p.automation, p.kind, p.detail));
+        }
+        out.trim_end().to_owned()
+    };
+    Ok((text, report.ok))
+}
+
+/// The action names the bridge at `bridge` has (`GET /v1/actions`).
+async fn bridge_actions(bridge: &url::Url, token: Option<&Secret>) -> anyhow::Result<Vec<String>> {
+    let url = format!("{}/v1/actions", bridge.as_str().trim_end_matches('/'));
+    let mut req = crate::outbound::client()?.get(&url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t.expose());
+    }
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("asking the bridge at {url}"))?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "the bridge at {url} answered {} (give --bridge-token with a viewer token)",
+        res.status()
+    );
+    let body: Value = res.json().await.context("reading the bridge's actions")?;
+    Ok(body["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str().map(str::to_owned))
+        .collect())
 }

@@ -29,6 +29,16 @@ fn main() -> ExitCode {
             }
             other => other.and_then(|v| print_json(&v)),
         },
+        Command::Prefect(p) => match cli::prefect(p) {
+            // `prefect check` exits 1 when it found problems, after printing them.
+            Ok((text, ok)) => {
+                use std::io::Write as _;
+                // A closed pipe (`| head`) is not an error.
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
+                return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
+            }
+            Err(e) => Err(e),
+        },
         Command::Serve(s) => {
             let log = match prefect_pagerduty_bridge::logging::init(s.log_format, &s.log_filter) {
                 Ok(guard) => guard,

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::logging::LogFormat;
 pub use serve::ConfigError;
-pub(crate) use serve::{ServeConfig, actions, translate_options};
+pub(crate) use serve::{ServeConfig, actions, prefect_client, secret, translate_options};
 use values::{ByteSize, Rate, Span};
 
 /// The bridge's command line.
@@ -47,6 +47,71 @@ pub enum Command {
     Translate(TranslateArgs),
     /// Inspect a spool file offline: stats, dead letters, retry or purge them.
     Spool(SpoolArgs),
+    /// Work with the Prefect server the bridge serves: check the automations that call it.
+    Prefect(PrefectArgs),
+}
+
+/// How to reach Prefect's API.
+#[derive(Debug, Args)]
+pub struct PrefectConnArgs {
+    /// Prefect's API: OSS `http://host:4200/api`, Cloud
+    /// `https://api.prefect.cloud/api/accounts/<A>/workspaces/<W>`. For `serve`: recover the
+    /// webhooks Prefect dropped (off without it).
+    #[arg(long, env = "PPB_PREFECT_API_URL", value_name = "URL")]
+    pub(crate) prefect_api_url: Option<url::Url>,
+
+    /// Prefect Cloud API key (sent as a Bearer token); may be env:VAR or file:PATH.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_API_KEY",
+        value_name = "SECRET",
+        hide_env_values = true,
+        conflicts_with = "prefect_auth_string"
+    )]
+    pub(crate) prefect_api_key: Option<String>,
+
+    /// Prefect OSS basic-auth string `user:password` (PREFECT_SERVER_API_AUTH_STRING); may be
+    /// env:VAR or file:PATH.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_AUTH_STRING",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub(crate) prefect_auth_string: Option<String>,
+
+    /// The address Prefect reaches this bridge at; when given, only Webhook blocks posting there
+    /// count as this bridge's.
+    #[arg(long, env = "PPB_BRIDGE_URL", value_name = "URL")]
+    pub(crate) bridge_url: Option<url::Url>,
+}
+
+/// `prefect` flags.
+#[derive(Debug, Args)]
+pub struct PrefectArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) op: PrefectOp,
+}
+
+/// `prefect` operations.
+#[derive(Debug, Subcommand)]
+pub enum PrefectOp {
+    /// Report every automation calling this bridge with a problem (empty or non-JSON payload, no
+    /// recovery state, disabled, an action the bridge lacks, many calls on one event). Exits 0
+    /// when clean, 1 when it found problems, 2 when it could not check.
+    Check {
+        /// How to reach Prefect.
+        #[command(flatten)]
+        conn: PrefectConnArgs,
+        /// A viewer token for the bridge's API (with --bridge-url, to list its actions); may be
+        /// env:VAR or file:PATH.
+        #[arg(long, env = "PPB_BRIDGE_TOKEN", value_name = "SECRET", hide_env_values = true)]
+        bridge_token: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The default spool file, in the working directory.
@@ -332,30 +397,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_METRICS_LISTEN", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
 
-    /// Prefect's API, to recover the webhooks Prefect dropped: OSS `http://host:4200/api`, Cloud
-    /// `https://api.prefect.cloud/api/accounts/<A>/workspaces/<W>`. Off without it.
-    #[arg(long, env = "PPB_PREFECT_API_URL", value_name = "URL")]
-    pub(crate) prefect_api_url: Option<url::Url>,
-
-    /// Prefect Cloud API key (sent as a Bearer token); may be env:VAR or file:PATH.
-    #[arg(
-        long,
-        env = "PPB_PREFECT_API_KEY",
-        value_name = "SECRET",
-        hide_env_values = true,
-        conflicts_with = "prefect_auth_string"
-    )]
-    pub(crate) prefect_api_key: Option<String>,
-
-    /// Prefect OSS basic-auth string `user:password` (PREFECT_SERVER_API_AUTH_STRING); may be
-    /// env:VAR or file:PATH.
-    #[arg(
-        long,
-        env = "PPB_PREFECT_AUTH_STRING",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub(crate) prefect_auth_string: Option<String>,
+    #[command(flatten)]
+    pub(crate) prefect: PrefectConnArgs,
 
     /// How often to look for webhooks Prefect dropped (`off`: never).
     #[arg(
@@ -374,11 +417,6 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub(crate) reconcile_lookback: Span,
-
-    /// The address Prefect reaches this bridge at; when given, only Webhook blocks posting there
-    /// count as this bridge's.
-    #[arg(long, env = "PPB_BRIDGE_URL", value_name = "URL")]
-    pub(crate) bridge_url: Option<url::Url>,
 
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.

@@ -176,6 +176,49 @@ fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
                 .0,
         )?),
     };
+    let Some(((api_url, auth), bridge_url)) = prefect_client(&args.prefect)? else {
+        return Ok(None);
+    };
+    let lookback = non_zero("--reconcile-lookback", args.reconcile_lookback.0)?;
+    if lookback > MAX_LOOKBACK {
+        return Err(invalid(
+            "--reconcile-lookback",
+            "at most 7d: Prefect keeps events for 7 days",
+        ));
+    }
+
+    Ok(interval.map(|interval| Reconcile {
+        api_url,
+        auth,
+        settings: crate::prefect_api::reconcile::Settings {
+            interval,
+            lookback,
+            bridge_url,
+        },
+    }))
+}
+
+/// Reads a secret flag (`env:`/`file:` forms).
+///
+/// # Errors
+/// A value of neither form, or one that cannot be read.
+pub(crate) fn secret(flag: &'static str, v: &str) -> Result<crate::secret::Secret, ConfigError> {
+    let source: SecretSource = v.parse().map_err(|e| invalid(flag, e))?;
+    source.read().map_err(|e| invalid(flag, e))
+}
+
+/// Prefect's API URL and credentials, and the bridge's own URL: what
+/// `serve` and `prefect check` connect with. `None` without a URL.
+type PrefectConnection = ((url::Url, Option<crate::prefect_api::Auth>), Option<url::Url>);
+
+/// Reads `--prefect-api-url` and its credentials.
+///
+/// # Errors
+/// A URL that is not plain http(s), credentials without a URL, or a secret
+/// that cannot be read.
+pub(crate) fn prefect_client(
+    args: &super::PrefectConnArgs,
+) -> Result<Option<PrefectConnection>, ConfigError> {
     let Some(api_url) = args.prefect_api_url.clone() else {
         if args.prefect_api_key.is_some() || args.prefect_auth_string.is_some() {
             return Err(invalid(
@@ -189,17 +232,6 @@ fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
     if let Some(b) = &args.bridge_url {
         web_url("--bridge-url", b)?;
     }
-    let lookback = non_zero("--reconcile-lookback", args.reconcile_lookback.0)?;
-    if lookback > MAX_LOOKBACK {
-        return Err(invalid(
-            "--reconcile-lookback",
-            "at most 7d: Prefect keeps events for 7 days",
-        ));
-    }
-    let secret = |flag: &'static str, v: &str| -> Result<crate::secret::Secret, ConfigError> {
-        let source: SecretSource = v.parse().map_err(|e| invalid(flag, e))?;
-        source.read().map_err(|e| invalid(flag, e))
-    };
     let auth = match (&args.prefect_api_key, &args.prefect_auth_string) {
         (Some(k), _) => Some(crate::prefect_api::Auth::ApiKey(secret("--prefect-api-key", k)?)),
         (None, Some(a)) => Some(crate::prefect_api::Auth::AuthString(secret(
@@ -208,15 +240,7 @@ fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
         )?)),
         (None, None) => None,
     };
-    Ok(interval.map(|interval| Reconcile {
-        api_url,
-        auth,
-        settings: crate::prefect_api::reconcile::Settings {
-            interval,
-            lookback,
-            bridge_url: args.bridge_url.clone(),
-        },
-    }))
+    Ok(Some(((api_url, auth), args.bridge_url.clone())))
 }
 
 impl ServeConfig {

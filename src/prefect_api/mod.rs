@@ -4,6 +4,7 @@
 //! `https://api.prefect.cloud/api/accounts/<A>/workspaces/<W>`
 //! (docs/prefect.md §8).
 
+pub(crate) mod check;
 pub(crate) mod reconcile;
 
 use serde::Deserialize;
@@ -168,6 +169,15 @@ impl Client {
             .call(self.http.post(self.url("events/filter")).json(&body))
             .await?;
         Ok(page.events.into_iter().next())
+    }
+
+    /// Every automation, as Prefect serialises them.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn automations(&self) -> Result<Vec<Value>, Error> {
+        self.call(self.http.post(self.url("automations/filter")).json(&json!({})))
+            .await
     }
 
     /// The URL a Webhook block document posts to (`None` for other blocks).

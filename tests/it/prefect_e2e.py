@@ -3,6 +3,8 @@
 Usage (PREFECT_API_URL must point at the server):
   prefect_e2e.py setup <intake-url>   create a Webhook block and an automation posting
                                       the README's recommended payload to the bridge
+  prefect_e2e.py broken <intake-url> <unknown-intake-url>
+                                      automations calling the bridge, each wrong in one way
   prefect_e2e.py fail <marker-file>   run a flow that fails (the marker file does not exist yet)
   prefect_e2e.py retry <run-id> <marker-file>
                                       what Prefect's Retry button does: set the run to
@@ -54,6 +56,43 @@ def setup(intake_url):
     return {"automation_id": r.json()["id"], "block_id": str(block_id)}
 
 
+def broken(intake_url, unknown_url):
+    """Automations that call the bridge, each wrong in one way `prefect check` must find."""
+    from prefect.blocks.webhook import Webhook
+
+    good = str(Webhook(method="POST", url=intake_url, headers={}).save("ppb-broken", overwrite=True))
+    unknown = str(Webhook(method="POST", url=unknown_url, headers={}).save("ppb-unknown", overwrite=True))
+    made = []
+
+    def automation(name, expect, block, payload=RECOMMENDED_PAYLOAD, enabled=True):
+        body = {
+            "name": name,
+            "enabled": enabled,
+            "trigger": {
+                "type": "event",
+                "posture": "Reactive",
+                "expect": expect,
+                "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                "for_each": ["prefect.resource.id"],
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": [{"type": "call-webhook", "block_document_id": block, "payload": payload}],
+        }
+        r = httpx.post(f"{API}/automations/", json=body, timeout=30)
+        r.raise_for_status()
+        made.append(r.json()["id"])
+
+    both = ["prefect.flow-run.Failed", "prefect.flow-run.Completed"]
+    automation("ppb-broken: empty payload", both, good, payload="")
+    automation("ppb-broken: no recovery", ["prefect.flow-run.Failed"], good)
+    automation("ppb-broken: disabled", both, good, enabled=False)
+    automation("ppb-broken: unknown action", both, unknown)
+    for i in range(5):
+        automation(f"ppb-broken: fan-out {i}", ["prefect.flow-run.Crashed", "prefect.flow-run.Completed"], good)
+    return {"automations": made}
+
+
 def make_flow(marker):
     from prefect import flow
 
@@ -91,5 +130,5 @@ def retry(run_id, marker):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"setup": setup, "fail": fail, "retry": retry}[cmd](*args)
+    out = {"setup": setup, "broken": broken, "fail": fail, "retry": retry}[cmd](*args)
     print(json.dumps(out))

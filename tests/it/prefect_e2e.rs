@@ -484,3 +484,101 @@ async fn webhooks_prefect_dropped_while_the_bridge_was_down_are_paged_once() {
         assert_eq!(triggers_of(run), 1, "{run} after Prefect came back");
     }
 }
+
+/// Runs `prefect check --json` against `api`; its exit code and report.
+fn prefect_check(api: &str, bridge: &str) -> (Option<i32>, Value) {
+    let out = Command::new(crate::support::bridge::BIN)
+        .args([
+            "prefect",
+            "check",
+            "--json",
+            "--prefect-api-url",
+            api,
+            "--bridge-url",
+            bridge,
+        ])
+        .output()
+        .expect("run prefect check");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "prefect check printed no JSON:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// `prefect check` passes the recommended setup, and finds each problem in
+/// automations broken on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_check_passes_a_clean_setup_and_names_each_problem() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    let prefect = Prefect::start().await;
+    let double = Double::start().await;
+    let (pd_url, action) = (double.url(), format!("oncall={KEY_A}"));
+    let bridge = Bridge::serve(&["--pagerduty-url", &pd_url, "--action", &action]);
+    let api = format!("{}/api", prefect.ui);
+    prefect.driver(&["setup", &bridge.intake("oncall")]).await;
+    let (code, report) = tokio::task::spawn_blocking({
+        let (api, url) = (api.clone(), bridge.url());
+        move || prefect_check(&api, &url)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["automations_calling_the_bridge"], 1, "{report:#}");
+
+    prefect
+        .driver(&["broken", &bridge.intake("oncall"), &bridge.intake("nosuch")])
+        .await;
+    let (code, report) = tokio::task::spawn_blocking({
+        let (api, url) = (api.clone(), bridge.url());
+        move || prefect_check(&api, &url)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(1), "{report:#}");
+    let problems = report["problems"].as_array().expect("problems");
+    let found = |automation: &str, kind: &str| {
+        problems.iter().any(|p| {
+            p["automation"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(automation))
+                && p["kind"] == kind
+        })
+    };
+    for (automation, kind) in [
+        ("ppb-broken: empty payload", "payload"),
+        ("ppb-broken: no recovery", "no_recovery"),
+        ("ppb-broken: disabled", "disabled"),
+        ("ppb-broken: unknown action", "unknown_action"),
+        ("(several)", "many_on_one_event"),
+    ] {
+        assert!(
+            found(automation, kind),
+            "{automation}: {kind} not found in {report:#}"
+        );
+    }
+    // The clean automation is not blamed for anything but sharing events.
+    assert!(
+        !problems
+            .iter()
+            .any(|p| p["automation"].as_str().is_some_and(|a| a.starts_with("ppb-e2e"))),
+        "{report:#}"
+    );
+    // Prefect unreachable: exit 2.
+    let out = Command::new(crate::support::bridge::BIN)
+        .args(["prefect", "check", "--prefect-api-url", "http://127.0.0.1:9/api"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
