@@ -111,11 +111,20 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
 /// # Errors
 /// Invalid flags, or Prefect (or the bridge) could not be read.
 pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
-    let PrefectOp::Check {
-        conn,
-        bridge_token,
-        json,
-    } = &args.op;
+    let (conn, bridge_token, json) = match &args.op {
+        PrefectOp::Check {
+            conn,
+            bridge_token,
+            json,
+        } => (conn, bridge_token, json),
+        PrefectOp::Setup {
+            conn,
+            actions,
+            webhook_token,
+            dry_run,
+            remove,
+        } => return prefect_setup(conn, actions, webhook_token.as_deref(), *dry_run, *remove),
+    };
     let ((api, auth), bridge) = config::prefect_client(conn)?
         .context("prefect check needs --prefect-api-url (or PPB_PREFECT_API_URL)")?;
     let token = bridge_token
@@ -179,4 +188,56 @@ async fn bridge_actions(bridge: &url::Url, token: Option<&Secret>) -> anyhow::Re
         .flatten()
         .filter_map(|a| a["name"].as_str().map(str::to_owned))
         .collect())
+}
+
+fn prefect_setup(
+    conn: &config::PrefectConnArgs,
+    actions: &[String],
+    webhook_token: Option<&str>,
+    dry_run: bool,
+    remove: bool,
+) -> anyhow::Result<(String, bool)> {
+    use crate::prefect_api::setup;
+    for a in actions {
+        crate::actions::check_name(a)?;
+    }
+    let ((api, auth), bridge) = config::prefect_client(conn)?
+        .context("prefect setup needs --prefect-api-url (or PPB_PREFECT_API_URL)")?;
+    let token = webhook_token
+        .map(|t| config::secret("--webhook-token", t))
+        .transpose()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let steps = rt.block_on(async {
+        let client = crate::prefect_api::Client::try_new(api, auth)?;
+        let steps = if remove {
+            setup::remove(&client, actions, dry_run).await?
+        } else {
+            let bridge = bridge
+                .as_ref()
+                .context("prefect setup needs --bridge-url: the address Prefect reaches the bridge at")?;
+            let plan = setup::Plan {
+                bridge,
+                actions,
+                webhook_token: token.as_ref(),
+                dry_run,
+            };
+            setup::setup(&client, &plan).await?
+        };
+        anyhow::Ok(steps)
+    })?;
+    let mut out = String::new();
+    for s in &steps {
+        out.push_str(&format!("{} {}: {}\n", s.what, s.name, s.did));
+    }
+    let changed = steps.iter().any(|s| s.did != "unchanged");
+    out.push_str(match (changed, remove) {
+        (false, false) => "nothing changed: Prefect is wired as setup wants it",
+        (false, true) => "nothing to remove",
+        (true, _) if dry_run => "dry run: nothing was changed",
+        (true, _) => "done",
+    });
+    Ok((out, true))
 }

@@ -97,6 +97,32 @@ pub struct PrefectArgs {
 /// `prefect` operations.
 #[derive(Debug, Subcommand)]
 pub enum PrefectOp {
+    /// Create or update, idempotently, the Webhook blocks and automations that page through this
+    /// bridge (per action: flow-run failures with their recovery, late runs, work pool / queue /
+    /// deployment health), with the recommended payload. Needs --bridge-url.
+    Setup {
+        /// How to reach Prefect.
+        #[command(flatten)]
+        conn: PrefectConnArgs,
+        /// An action to wire (repeatable): the last segment of /v1/prefect/{action}.
+        #[arg(long = "action", value_name = "NAME", required = true)]
+        actions: Vec<String>,
+        /// The bridge's webhook token, sent by Prefect as `Authorization: Bearer`; may be
+        /// env:VAR or file:PATH.
+        #[arg(
+            long,
+            env = "PPB_WEBHOOK_TOKEN",
+            value_name = "SECRET",
+            hide_env_values = true
+        )]
+        webhook_token: Option<String>,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete what setup made for these actions, and nothing else.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Report every automation calling this bridge with a problem (empty or non-JSON payload, no
     /// recovery state, disabled, an action the bridge lacks, many calls on one event). Exits 0
     /// when clean, 1 when it found problems, 2 when it could not check.

@@ -6,6 +6,7 @@
 
 pub(crate) mod check;
 pub(crate) mod reconcile;
+pub(crate) mod setup;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,6 +93,133 @@ impl Client {
             }
             None => req,
         }
+    }
+
+    /// Sends `req`; the answer's body when it is a success.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Error> {
+        let res = self
+            .authorised(req)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body = res.bytes().await.map_err(|e| Error::Unreachable(e.to_string()))?;
+        Ok((status, body))
+    }
+
+    /// A change: any 2xx is success, the body is not read.
+    async fn change(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, Error> {
+        let (status, body) = self.send(req).await?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            let text = String::from_utf8_lossy(&body);
+            Err(Error::Status {
+                status,
+                detail: crate::pagerduty::truncate_chars(text.trim(), 300),
+            })
+        }
+    }
+
+    /// The block document of type `slug` named `name`, with its secrets; `None` when there is none.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn block_document(&self, slug: &str, name: &str) -> Result<Option<Value>, Error> {
+        let url = self.url(&format!(
+            "block_types/slug/{slug}/block_documents/name/{name}?include_secrets=true"
+        ));
+        let (status, body) = self.send(self.http.get(url)).await?;
+        match status {
+            404 => Ok(None),
+            200..=299 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| Error::Unreadable(e.to_string())),
+            _ => Err(Error::Status {
+                status,
+                detail: crate::pagerduty::truncate_chars(String::from_utf8_lossy(&body).trim(), 300),
+            }),
+        }
+    }
+
+    /// Creates a block document of type `slug`; returns its id.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn create_block_document(
+        &self,
+        slug: &str,
+        name: &str,
+        data: &Value,
+    ) -> Result<String, Error> {
+        let block_type: Value = self
+            .call(self.http.get(self.url(&format!("block_types/slug/{slug}"))))
+            .await?;
+        let type_id = block_type["id"].clone();
+        let schemas: Vec<Value> = self
+            .call(self.http.post(self.url("block_schemas/filter")).json(&json!({
+                "block_schemas": {"block_type_id": {"any_": [type_id]}},
+                "limit": 1,
+            })))
+            .await?;
+        let schema_id = schemas
+            .first()
+            .map(|s| s["id"].clone())
+            .ok_or_else(|| Error::Unreadable(format!("Prefect has no block schema for {slug}")))?;
+        let body = json!({
+            "name": name,
+            "data": data,
+            "block_type_id": type_id,
+            "block_schema_id": schema_id,
+            "is_anonymous": false,
+        });
+        let created: Value = self
+            .call(self.http.post(self.url("block_documents/")).json(&body))
+            .await?;
+        Ok(created["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Replaces a block document's data.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn update_block_document(&self, id: &str, data: &Value) -> Result<(), Error> {
+        let body = json!({"data": data, "merge_existing_data": false});
+        self.change(
+            self.http
+                .patch(self.url(&format!("block_documents/{id}")))
+                .json(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates an automation.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn create_automation(&self, body: &Value) -> Result<(), Error> {
+        self.change(self.http.post(self.url("automations/")).json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Replaces an automation.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn update_automation(&self, id: &str, body: &Value) -> Result<(), Error> {
+        self.change(self.http.put(self.url(&format!("automations/{id}"))).json(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes what `path` names.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), Error> {
+        self.change(self.http.delete(self.url(path))).await.map(|_| ())
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {

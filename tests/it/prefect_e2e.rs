@@ -582,3 +582,147 @@ async fn prefect_check_passes_a_clean_setup_and_names_each_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `prefect-pagerduty-bridge prefect setup …`; its stdout.
+fn prefect_setup(args: &[&str]) -> String {
+    let out = Command::new(crate::support::bridge::BIN)
+        .args(["prefect", "setup"])
+        .args(args)
+        .output()
+        .expect("run prefect setup");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "prefect setup {args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// What setup could leave behind: automation names and block names.
+async fn wiring(api: &str) -> (Vec<String>, Vec<String>) {
+    let http = client();
+    let names = |v: Value| -> Vec<String> {
+        let mut n: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str().map(str::to_owned))
+            .collect();
+        n.sort();
+        n
+    };
+    let automations = http
+        .post(format!("{api}/automations/filter"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("automations")
+        .json()
+        .await
+        .expect("json");
+    let blocks = http
+        .post(format!("{api}/block_documents/filter"))
+        .json(&serde_json::json!({"include_secrets": false}))
+        .send()
+        .await
+        .expect("blocks")
+        .json()
+        .await
+        .expect("json");
+    (names(automations), names(blocks))
+}
+
+/// `prefect setup` wires an empty Prefect server so that a failing run
+/// pages and its completion resolves; run again it changes nothing; with
+/// `--remove` it leaves the server as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    const TOKEN: &str = "webhook-token-setup-1234";
+    let prefect = Prefect::start().await;
+    let double = Double::start().await;
+    let (pd_url, action) = (double.url(), format!("oncall={KEY_A}"));
+    let bridge = Bridge::serve(&[
+        "--pagerduty-url",
+        &pd_url,
+        "--action",
+        &action,
+        "--webhook-token",
+        TOKEN,
+    ]);
+    let api = format!("{}/api", prefect.ui);
+    let before = wiring(&api).await;
+    let url = bridge.url();
+    let args = [
+        "--prefect-api-url",
+        api.as_str(),
+        "--bridge-url",
+        url.as_str(),
+        "--action",
+        "oncall",
+        "--webhook-token",
+        TOKEN,
+    ];
+    let dry = tokio::task::spawn_blocking({
+        let args: Vec<String> = args
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--dry-run".to_owned()])
+            .collect();
+        move || prefect_setup(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("join");
+    assert!(dry.contains("would be created"), "{dry}");
+    assert_eq!(wiring(&api).await, before, "a dry run changed Prefect");
+    let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let run = |extra: &'static [&'static str]| {
+        let owned = owned.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a: Vec<&str> = owned.iter().map(String::as_str).collect();
+            a.extend_from_slice(extra);
+            prefect_setup(&a)
+        })
+    };
+    let first = run(&[]).await.expect("join");
+    assert_eq!(
+        first.matches(": created").count(),
+        4,
+        "a block and three automations:\n{first}"
+    );
+    assert!(!first.contains(TOKEN), "the token was printed:\n{first}");
+    let second = run(&[]).await.expect("join");
+    assert!(second.contains("nothing changed"), "{second}");
+    assert_eq!(second.matches(": unchanged").count(), 4, "{second}");
+
+    // Wired: a failing run pages (through the webhook token), its completion resolves.
+    crate::support::wait::hold(
+        Duration::from_secs(3),
+        "Prefect loads new automations into its trigger engine",
+    )
+    .await;
+    let marker = prefect.home.path().join("setup-marker");
+    let marker = marker.to_str().expect("utf-8 path");
+    let failed = prefect.driver(&["fail", marker]).await;
+    let run_id = failed["flow_run_id"].as_str().expect("run id").to_owned();
+    let key = format!("prefect/flow-run/{run_id}");
+    double
+        .wait_until(Duration::from_secs(60), "the page of the failed run", |r| {
+            r.iter().any(|r| r.dedup_key() == key && r.action() == "trigger")
+        })
+        .await;
+    prefect.driver(&["retry", &run_id, marker]).await;
+    double
+        .wait_until(Duration::from_secs(60), "the resolve of the retried run", |r| {
+            r.iter().any(|r| r.dedup_key() == key && r.action() == "resolve")
+        })
+        .await;
+
+    let removed = run(&["--remove"]).await.expect("join");
+    assert_eq!(removed.matches(": removed").count(), 4, "{removed}");
+    assert_eq!(wiring(&api).await, before, "--remove left something behind");
+}
