@@ -231,6 +231,9 @@ fn prefect_setup(
     let mut out = String::new();
     for s in &steps {
         out.push_str(&format!("{} {}: {}\n", s.what, s.name, s.did));
+        if let Some(request) = &s.request {
+            out.push_str(&format!("  {request}\n"));
+        }
     }
     let changed = steps.iter().any(|s| s.did != "unchanged");
     out.push_str(match (changed, remove) {

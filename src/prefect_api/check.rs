@@ -69,7 +69,9 @@ fn payload_problem(payload: &str) -> Option<String> {
                 .to_owned(),
         );
     }
-    let renders_json = p.contains("tojson") || (p.starts_with('{') && p.ends_with('}'));
+    // `{{ … }}` alone is a Jinja expression, not a JSON object.
+    let object = p.starts_with('{') && !p.starts_with("{{") && p.ends_with('}');
+    let renders_json = p.contains("tojson") || object;
     (!renders_json).then(|| {
         "the call-webhook payload does not render JSON (e.g. {{ event }} is a Python repr); use {{ event | tojson }}"
             .to_owned()

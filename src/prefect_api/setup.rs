@@ -28,6 +28,14 @@ pub(crate) struct Step {
     pub(crate) what: &'static str,
     /// Its name.
     pub(crate) name: String,
+    /// In a dry run: the request that would be sent (secrets redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request: Option<String>,
+}
+
+/// A request as a dry run shows it: method, path under the API, body.
+fn shown(method: &str, path: &str, body: &Value) -> Option<String> {
+    Some(format!("{method} {path} {body}"))
 }
 
 /// The automations setup wants for one action: (name suffix, trigger).
@@ -119,6 +127,12 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
             None => json!({}),
         };
         let data = json!({"method": "POST", "url": url, "headers": headers});
+        let shown_data = match plan.webhook_token {
+            Some(t) => {
+                json!({"method": "POST", "url": url, "headers": {"Authorization": format!("Bearer {}", t.redacted())}})
+            }
+            None => data.clone(),
+        };
         let name = block_name(action);
         let block_id = match client.block_document("webhook", &name).await? {
             Some(doc)
@@ -130,6 +144,7 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                     did: "unchanged".into(),
                     what: "block",
                     name: name.clone(),
+                    request: None,
                 });
                 doc["id"].as_str().unwrap_or_default().to_owned()
             }
@@ -142,6 +157,16 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                     did: did(plan.dry_run, "updated"),
                     what: "block",
                     name: name.clone(),
+                    request: plan
+                        .dry_run
+                        .then(|| {
+                            shown(
+                                "PATCH",
+                                &format!("block_documents/{id}"),
+                                &json!({"data": shown_data, "merge_existing_data": false}),
+                            )
+                        })
+                        .flatten(),
                 });
                 id
             }
@@ -150,6 +175,11 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                     did: did(true, "created"),
                     what: "block",
                     name: name.clone(),
+                    request: shown(
+                        "POST",
+                        "block_documents/",
+                        &json!({"name": name, "data": shown_data}),
+                    ),
                 });
                 "(new block)".to_owned()
             }
@@ -159,6 +189,7 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                     did: "created".into(),
                     what: "block",
                     name: name.clone(),
+                    request: None,
                 });
                 id
             }
@@ -187,6 +218,7 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                         did: "unchanged".into(),
                         what: "automation",
                         name: auto_name,
+                        request: None,
                     });
                 }
                 Some(a) => {
@@ -199,6 +231,16 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                         did: did(plan.dry_run, "updated"),
                         what: "automation",
                         name: auto_name,
+                        request: plan
+                            .dry_run
+                            .then(|| {
+                                shown(
+                                    "PUT",
+                                    &format!("automations/{}", a["id"].as_str().unwrap_or_default()),
+                                    &body,
+                                )
+                            })
+                            .flatten(),
                     });
                 }
                 None => {
@@ -209,6 +251,10 @@ pub(crate) async fn setup(client: &Client, plan: &Plan<'_>) -> Result<Vec<Step>,
                         did: did(plan.dry_run, "created"),
                         what: "automation",
                         name: auto_name,
+                        request: plan
+                            .dry_run
+                            .then(|| shown("POST", "automations/", &body))
+                            .flatten(),
                     });
                 }
             }
@@ -239,6 +285,8 @@ pub(crate) async fn remove(client: &Client, actions: &[String], dry_run: bool) -
                 did: did(dry_run, "removed"),
                 what: "automation",
                 name: a["name"].as_str().unwrap_or_default().to_owned(),
+                request: dry_run
+                    .then(|| format!("DELETE automations/{}", a["id"].as_str().unwrap_or_default())),
             });
         }
         let name = block_name(action);
@@ -255,6 +303,12 @@ pub(crate) async fn remove(client: &Client, actions: &[String], dry_run: bool) -
                 did: did(dry_run, "removed"),
                 what: "block",
                 name,
+                request: dry_run.then(|| {
+                    format!(
+                        "DELETE block_documents/{}",
+                        doc["id"].as_str().unwrap_or_default()
+                    )
+                }),
             });
         }
     }

@@ -5,6 +5,8 @@ Usage (PREFECT_API_URL must point at the server):
                                       the README's recommended payload to the bridge
   prefect_e2e.py broken <intake-url> <unknown-intake-url>
                                       automations calling the bridge, each wrong in one way
+  prefect_e2e.py fanout <bridge-url> <n>
+                                      n automations, each calling its own action fan<i> on Failed
   prefect_e2e.py fail <marker-file>   run a flow that fails (the marker file does not exist yet)
   prefect_e2e.py retry <run-id> <marker-file>
                                       what Prefect's Retry button does: set the run to
@@ -93,6 +95,35 @@ def broken(intake_url, unknown_url):
     return {"automations": made}
 
 
+def fanout(bridge_url, count):
+    """`count` automations, each calling its own action `fan<i>` of the bridge on a failed run."""
+    from prefect.blocks.webhook import Webhook
+
+    made = []
+    for i in range(int(count)):
+        block = Webhook(method="POST", url=f"{bridge_url}/v1/prefect/fan{i}", headers={})
+        block_id = str(block.save(f"ppb-fan{i}", overwrite=True))
+        body = {
+            "name": f"ppb-fan{i}",
+            "enabled": True,
+            "trigger": {
+                "type": "event",
+                "posture": "Reactive",
+                "expect": ["prefect.flow-run.Failed"],
+                "match": {"prefect.resource.id": "prefect.flow-run.*"},
+                "for_each": ["prefect.resource.id"],
+                "threshold": 1,
+                "within": 0,
+            },
+            "actions": [{"type": "call-webhook", "block_document_id": block_id, "payload": RECOMMENDED_PAYLOAD}],
+        }
+        r = httpx.post(f"{API}/automations/", json=body, timeout=30)
+        r.raise_for_status()
+        made.append(r.json()["id"])
+    time.sleep(3)
+    return {"automations": made}
+
+
 def make_flow(marker):
     from prefect import flow
 
@@ -130,5 +161,5 @@ def retry(run_id, marker):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"setup": setup, "broken": broken, "fail": fail, "retry": retry}[cmd](*args)
+    out = {"setup": setup, "broken": broken, "fanout": fanout, "fail": fail, "retry": retry}[cmd](*args)
     print(json.dumps(out))

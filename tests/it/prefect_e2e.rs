@@ -678,6 +678,11 @@ async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() 
     .await
     .expect("join");
     assert!(dry.contains("would be created"), "{dry}");
+    assert!(
+        dry.contains("POST automations/") && dry.contains("POST block_documents/"),
+        "{dry}"
+    );
+    assert!(!dry.contains(TOKEN), "the token was printed:\n{dry}");
     assert_eq!(wiring(&api).await, before, "a dry run changed Prefect");
     let owned: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let run = |extra: &'static [&'static str]| {
@@ -725,4 +730,127 @@ async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() 
     let removed = run(&["--remove"]).await.expect("join");
     assert_eq!(removed.matches(": removed").count(), 4, "{removed}");
     assert_eq!(wiring(&api).await, before, "--remove left something behind");
+}
+
+/// Twenty automations call the bridge on one failed run, each through its
+/// own action: Prefect's shared transport drops some of those calls (and
+/// records each as `action.failed`). With reconciliation, the bridge ends up
+/// having taken the event for every one of the twenty actions: a repeat of
+/// the event to any of them is a duplicate. Prints how many Prefect dropped
+/// and how many reconciliation recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_webhook_prefect_drops_under_fan_out_is_recovered() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    const FAN: usize = 20;
+    let prefect = Prefect::start().await;
+    let double = Double::start().await;
+    let api = format!("{}/api", prefect.ui);
+    let actions: Vec<String> = (0..FAN).map(|i| format!("fan{i}={KEY_A}")).collect();
+    let pd_url = double.url();
+    let mut args = vec![
+        "--pagerduty-url",
+        pd_url.as_str(),
+        "--prefect-api-url",
+        api.as_str(),
+        "--reconcile-interval",
+        "2s",
+    ];
+    for a in &actions {
+        args.extend(["--action", a.as_str()]);
+    }
+    let bridge = Bridge::serve(&args);
+    prefect.driver(&["fanout", &bridge.url(), &FAN.to_string()]).await;
+    let marker = prefect.home.path().join("fan-marker");
+    let failed = prefect
+        .driver(&["fail", marker.to_str().expect("utf-8 path")])
+        .await;
+    let run = failed["flow_run_id"].as_str().expect("run id").to_owned();
+
+    // Prefect has recorded an outcome for every one of the twenty calls.
+    let http = client();
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600)).to_string();
+    let outcomes = crate::support::wait::until(
+        Duration::from_secs(60),
+        "Prefect records all twenty calls",
+        || async {
+            let v: Value = http
+                .post(format!("{api}/events/filter"))
+                .json(&serde_json::json!({"filter": {
+                "event": {"name": ["prefect.automation.action.executed", "prefect.automation.action.failed"]},
+                "occurred": {"since": since}}, "limit": 50}))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let events = v["events"].as_array()?.clone();
+            (events.len() >= FAN).then_some(events)
+        },
+    )
+    .await;
+    let dropped = outcomes
+        .iter()
+        .filter(|e| e["event"] == "prefect.automation.action.failed")
+        .count();
+    let triggering = outcomes[0]["related"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["prefect.resource.role"] == "triggering-event")
+        })
+        .and_then(|r| r["prefect.resource.id"].as_str())
+        .and_then(|id| id.strip_prefix("prefect.event."))
+        .expect("triggering event")
+        .to_owned();
+
+    // A pass after the drops has run.
+    let spool_url = format!("{}/v1/spool", bridge.url());
+    let after = jiff::Timestamp::now();
+    let stats = crate::support::wait::until(
+        Duration::from_secs(30),
+        "a reconciliation pass after the drops",
+        || async {
+            let s = crate::support::get_json(&spool_url).await;
+            let last: jiff::Timestamp = s["reconcile"]["last_success"].as_str()?.parse().ok()?;
+            (last > after).then_some(s)
+        },
+    )
+    .await;
+    let recovered = stats["reconcile"]["recovered"].as_u64().unwrap_or(0);
+    eprintln!(
+        "fan-out of {FAN}: Prefect dropped {dropped} call(s); reconciliation recovered {recovered}, \
+         found {} already delivered",
+        stats["reconcile"]["already_delivered"]
+    );
+
+    // The triggering event, as Prefect serves it: every action has it.
+    let event: Value = http
+        .post(format!("{api}/events/filter"))
+        .json(&serde_json::json!({"filter": {"id": {"id": [triggering]}, "occurred": {"since": since}}, "limit": 1}))
+        .send()
+        .await
+        .expect("event")
+        .json()
+        .await
+        .expect("json");
+    let event = event["events"][0].to_string();
+    assert!(event.contains(&run), "{event}");
+    for i in 0..FAN {
+        let (status, answer) = crate::support::post(&bridge.intake(&format!("fan{i}")), event.clone()).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("duplicate")),
+            "action fan{i} never took the event ({dropped} dropped, {recovered} recovered): {answer}"
+        );
+    }
+    // A drop whose request reached the bridge anyway (a read timeout) is a
+    // duplicate, not a recovery.
+    assert!(
+        recovered as usize <= dropped,
+        "recovered {recovered} of {dropped} dropped"
+    );
 }
