@@ -16,6 +16,9 @@
 //! - `deliver`: the dispatcher, retry policy and pacing; `sink`: where events
 //!   go (trait `Sink`; PagerDuty Events v2 over HTTP, and its dry run).
 //! - [`pagerduty`] (pure): the Events v2 model and its limits.
+//! - `prefect_api`: Prefect's REST API: `setup` and `check` (the `prefect`
+//!   subcommand) and `reconcile` (recovering the webhooks Prefect dropped);
+//!   `outbound`: the one HTTP client setup; `metrics`: the Prometheus registry.
 //!
 //! The public API is what the binary, the tests and the benches use: the
 //! command line and its runner, and the pure translation.
