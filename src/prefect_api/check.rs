@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::{Client, Error};
+use super::{Client, Error, intake_action};
 
 /// More call-webhook actions than this on one event is a problem.
 const MANY_ON_ONE_EVENT: usize = 4;
@@ -46,17 +46,6 @@ pub(crate) struct Report {
 struct Call {
     action: String,
     payload: String,
-}
-
-/// The action an intake URL names, when it is this bridge's.
-fn action_of(url: &str, bridge: Option<&url::Url>) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    if bridge.is_some_and(|b| b.origin() != u.origin()) {
-        return None;
-    }
-    let rest = u.path().strip_prefix("/v1/prefect/")?;
-    let name = rest.strip_suffix('/').unwrap_or(rest);
-    (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
 }
 
 /// Whether a payload template renders a JSON body.
@@ -141,7 +130,7 @@ pub(crate) async fn check(
                     let url = client.webhook_url(block).await?;
                     blocks.insert(block.to_owned(), url);
                 }
-                let Some(target) = blocks[block].as_deref().and_then(|u| action_of(u, bridge)) else {
+                let Some(target) = blocks[block].as_deref().and_then(|u| intake_action(u, bridge)) else {
                     continue;
                 };
                 calls.push(Call {
@@ -247,17 +236,17 @@ mod tests {
     fn only_urls_of_this_bridge_name_an_action() {
         let bridge = url::Url::parse("http://bridge:8080").expect("url");
         assert_eq!(
-            action_of("http://bridge:8080/v1/prefect/oncall", Some(&bridge)).as_deref(),
+            intake_action("http://bridge:8080/v1/prefect/oncall", Some(&bridge)).as_deref(),
             Some("oncall")
         );
         assert_eq!(
-            action_of("http://other:8080/v1/prefect/oncall", Some(&bridge)),
+            intake_action("http://other:8080/v1/prefect/oncall", Some(&bridge)),
             None
         );
         assert_eq!(
-            action_of("http://other:8080/v1/prefect/oncall/", None).as_deref(),
+            intake_action("http://other:8080/v1/prefect/oncall/", None).as_deref(),
             Some("oncall")
         );
-        assert_eq!(action_of("http://other:8080/hooks/x", None), None);
+        assert_eq!(intake_action("http://other:8080/hooks/x", None), None);
     }
 }

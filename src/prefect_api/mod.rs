@@ -54,6 +54,31 @@ pub(crate) struct Page {
     pub(crate) next_page: Option<String>,
 }
 
+/// The error for an answer that is not a success.
+fn refused(status: u16, body: &[u8]) -> Error {
+    Error::Status {
+        status,
+        detail: crate::pagerduty::truncate_chars(String::from_utf8_lossy(body).trim(), 300),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::Unreadable(e.to_string()))
+}
+
+/// The action a Webhook block's URL names when it posts to this bridge's
+/// intake (`/v1/prefect/<action>`, a trailing slash forgiven, as the
+/// server's route table reads it); with `bridge`, only URLs of its origin.
+pub(crate) fn intake_action(url: &str, bridge: Option<&url::Url>) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    if bridge.is_some_and(|b| b.origin() != u.origin()) {
+        return None;
+    }
+    let rest = u.path().strip_prefix("/v1/prefect/")?;
+    let name = rest.strip_suffix('/').unwrap_or(rest);
+    (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+}
+
 /// A client for one Prefect API.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -107,17 +132,13 @@ impl Client {
         Ok((status, body))
     }
 
-    /// A change: any 2xx is success, the body is not read.
+    /// Sends `req`; its body when the answer is a 2xx.
     async fn change(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, Error> {
         let (status, body) = self.send(req).await?;
         if (200..300).contains(&status) {
             Ok(body)
         } else {
-            let text = String::from_utf8_lossy(&body);
-            Err(Error::Status {
-                status,
-                detail: crate::pagerduty::truncate_chars(text.trim(), 300),
-            })
+            Err(refused(status, &body))
         }
     }
 
@@ -132,13 +153,8 @@ impl Client {
         let (status, body) = self.send(self.http.get(url)).await?;
         match status {
             404 => Ok(None),
-            200..=299 => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| Error::Unreadable(e.to_string())),
-            _ => Err(Error::Status {
-                status,
-                detail: crate::pagerduty::truncate_chars(String::from_utf8_lossy(&body).trim(), 300),
-            }),
+            200..=299 => decode(&body).map(Some),
+            _ => Err(refused(status, &body)),
         }
     }
 
@@ -222,22 +238,9 @@ impl Client {
         self.change(self.http.delete(self.url(path))).await.map(|_| ())
     }
 
+    /// Sends `req`; its 2xx body, decoded.
     async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
-        let res = self
-            .authorised(req)
-            .send()
-            .await
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let status = res.status().as_u16();
-        let body = res.bytes().await.map_err(|e| Error::Unreachable(e.to_string()))?;
-        if !(200..300).contains(&status) {
-            let text = String::from_utf8_lossy(&body);
-            return Err(Error::Status {
-                status,
-                detail: crate::pagerduty::truncate_chars(text.trim(), 300),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| Error::Unreadable(e.to_string()))
+        decode(&self.change(req).await?)
     }
 
     /// Events named one of `names` that occurred in `[since, until)`, oldest

@@ -278,18 +278,7 @@ impl Reconciler {
             .client
             .webhook_url(block)
             .await?
-            .and_then(|u| url::Url::parse(&u).ok())
-            .filter(|u| {
-                self.settings
-                    .bridge_url
-                    .as_ref()
-                    .is_none_or(|b| b.origin() == u.origin())
-            })
-            .and_then(|u| {
-                let rest = u.path().strip_prefix("/v1/prefect/")?;
-                let name = rest.strip_suffix('/').unwrap_or(rest);
-                (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
-            });
+            .and_then(|u| super::intake_action(&u, self.settings.bridge_url.as_ref()));
         self.blocks.insert(block.to_owned(), name.clone());
         Ok(name)
     }

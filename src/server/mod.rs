@@ -546,22 +546,23 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    // Webhook answers are counted by outcome (metrics).
+    let webhook = req.uri().path().starts_with("/v1/prefect/");
     if let Some(limiter) = &state.ingress
         && let Err(not_until) = limiter.check_key(&peer.ip())
     {
         let retry_after = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
-        if req.uri().path().starts_with("/v1/prefect/") {
-            state.metrics.rejection("rate_limited");
-        }
-        return ApiError::RateLimited {
+        let e = ApiError::RateLimited {
             client: peer.ip(),
             retry_after,
+        };
+        if webhook {
+            state.metrics.rejection(e.code());
         }
-        .into_response();
+        return e.into_response();
     }
     // The intake bounds its own body read: once an event reaches the spool
     // its answer is worth waiting for (it is applied either way).
-    let webhook = req.uri().path().starts_with("/v1/prefect/");
     let result = if webhook {
         route(state, req, peer.ip()).await
     } else {

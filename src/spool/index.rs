@@ -235,9 +235,10 @@ impl Index {
         undo.push(Undo::Open(k, before, in_flight));
     }
 
-    /// Holds back the queued triggers of an alert: superseded, never sent.
-    fn hold_queued_triggers(&mut self, k: &AlertId, change: &mut Change, undo: &mut Vec<Undo>) {
-        for id in self.queued_triggers(k) {
+    /// Holds back queued triggers (`ids`, from [`Index::queued_triggers`]):
+    /// superseded, never sent.
+    fn hold(&mut self, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
+        for id in ids {
             if let Some(e) = self.queued.get_mut(&id) {
                 e.held = true;
             }
@@ -266,9 +267,10 @@ impl Index {
         let key = self.intern(&input.record.routing_key);
         let k = self.alert_id(&key, &input.record.dedup_key);
         let current = self.open.get(&k).copied();
+        let queued = self.queued_triggers(&k);
         let situation = Situation {
             open: current.map(|o| o.alert),
-            queued_triggers: self.queued_triggers(&k).len() as u64,
+            queued_triggers: queued.len() as u64,
             trigger_in_flight: self.trigger_in_flight(&k),
             full: self.queued.len() >= capacity,
         };
@@ -299,7 +301,7 @@ impl Index {
             }
         }
         if plan.supersede_queued {
-            self.hold_queued_triggers(&k, change, undo);
+            self.hold(queued, change, undo);
         }
         if plan.superseded > 0 {
             change.counters.superseded += plan.superseded;

@@ -221,14 +221,8 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
         eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
         return;
     }
-    let venv = tokio::task::spawn_blocking(ensure_prefect)
-        .await
-        .expect("install prefect");
-    let home = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let ui = format!("http://127.0.0.1:{port}");
-    let env = prefect_env(home.path(), &ui);
-
+    let prefect = Prefect::start().await;
+    let ui = prefect.ui.clone();
     let double = Double::start().await;
     let action = format!("oncall={KEY_A}");
     let pd_url = double.url();
@@ -240,46 +234,12 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
         "--prefect-ui-url",
         &ui,
     ]);
-
-    let log = std::fs::File::create(home.path().join("server.log")).expect("log file");
-    let _server = PrefectServer(
-        Command::new(venv.join("bin/prefect"))
-            .args([
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start prefect server"),
-    );
     let http = client();
-    let healthy = crate::support::wait::until(
-        Duration::from_secs(120),
-        "the Prefect server is healthy",
-        || async {
-            let ok = http
-                .get(format!("{ui}/api/health"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            Some(ok).filter(|ok| *ok)
-        },
-    );
-    // On any failure from here on, the Prefect server's log is shown.
-    let _log = ServerLog(home.path().join("server.log"));
-    healthy.await;
 
-    driver(&venv, &env, &["setup", &bridge.intake("oncall")]).await;
-    let marker = home.path().join("second-attempt-succeeds");
+    prefect.driver(&["setup", &bridge.intake("oncall")]).await;
+    let marker = prefect.home.path().join("second-attempt-succeeds");
     let marker = marker.to_str().expect("utf-8 path");
-    let failed = driver(&venv, &env, &["fail", marker]).await;
+    let failed = prefect.driver(&["fail", marker]).await;
     let run_id = failed["flow_run_id"].as_str().expect("run id").to_owned();
     let dedup_key = format!("prefect/flow-run/{run_id}");
 
@@ -334,7 +294,7 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
     assert_eq!(run["state_type"], "FAILED");
     assert_eq!(trigger.body["client_url"], ui.as_str());
 
-    let retried = driver(&venv, &env, &["retry", &run_id, marker]).await;
+    let retried = prefect.driver(&["retry", &run_id, marker]).await;
     assert_eq!(retried["state"], "Completed");
     let seen = double
         .wait_until(Duration::from_secs(60), "the resolve for the retried run", |r| {
