@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::deliver;
 use crate::metrics::Metrics;
+use crate::prefect_api::lookup::Lookups;
 use crate::prefect_api::reconcile::{Reconciler, SharedStatus};
 use crate::server::{self, State};
 use crate::sink::pagerduty::{Client, DryRun};
@@ -70,13 +71,24 @@ impl App {
         }
         let keys = deliver::Keys::default();
         let actions = Arc::new(std::sync::RwLock::new(actions));
-        let reconciler = match &config.reconcile {
-            Some(r) => {
-                let client = crate::prefect_api::Client::try_new(r.api_url.clone(), r.auth.clone())?;
+        let lookups = match &config.prefect {
+            Some(p) => {
+                let client = crate::prefect_api::Client::try_new(p.api_url.clone(), p.auth.clone())?;
+                Some(Lookups::new(
+                    client,
+                    p.cache,
+                    p.bridge_url.clone(),
+                    p.lookup_timeout,
+                ))
+            }
+            None => None,
+        };
+        let reconciler = match (&config.reconcile, &lookups) {
+            (Some(settings), Some(lookups)) => {
                 metrics.reconcile_enabled();
                 Some(Reconciler::new(
-                    client,
-                    r.settings.clone(),
+                    lookups.clone(),
+                    settings.clone(),
                     spool.clone(),
                     actions.clone(),
                     config.translate.clone(),
@@ -84,10 +96,11 @@ impl App {
                     metrics.clone(),
                 ))
             }
-            None => None,
+            _ => None,
         };
         let state = Arc::new(State {
             reconcile: reconciler.as_ref().map(|r| r.status.clone()),
+            lookups,
             keys: keys.clone(),
             metrics: metrics.clone(),
             actions,
@@ -128,7 +141,7 @@ impl App {
             None => tokio::spawn(deliver::run(spool, DryRun, settings, keys, metrics, stop)),
         };
         let reconciling = reconciler.map(|r| {
-            tracing::info!(prefect_api = %r.client.base(), interval_secs = r.settings.interval.as_secs(),
+            tracing::info!(prefect_api = %r.lookups.client().base(), interval_secs = r.settings.interval.as_secs(),
                 "recovering webhooks Prefect drops");
             tokio::spawn(r.run(shutdown.clone()))
         });

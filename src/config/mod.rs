@@ -444,6 +444,35 @@ pub struct ServeArgs {
     )]
     pub(crate) reconcile_lookback: Span,
 
+    /// How long what the bridge looked up in Prefect (which action a block posts to, flow,
+    /// deployment, work pool and automation names) is reused before it is asked again.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_CACHE_TTL",
+        default_value = "10m",
+        value_name = "DURATION"
+    )]
+    pub(crate) prefect_cache_ttl: Span,
+
+    /// Most lookups kept in that cache.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_CACHE_CAPACITY",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub(crate) prefect_cache_capacity: u64,
+
+    /// Longest a webhook waits while the bridge looks up names its payload lacks (a Prefect
+    /// Cloud 1 body, a template of ids); past it the page goes out with what it had.
+    #[arg(
+        long,
+        env = "PPB_PREFECT_LOOKUP_TIMEOUT",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
+    pub(crate) prefect_lookup_timeout: Span,
+
     /// Per client IP: most requests, as N/s or N/min; more get 429 with Retry-After. Off by
     /// default: Prefect never retries a webhook, so a refused alert would be lost.
     #[arg(long, env = "PPB_INGRESS_RATE", value_name = "RATE")]

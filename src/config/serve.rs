@@ -148,25 +148,55 @@ pub(crate) struct ServeConfig {
     pub(crate) ingress_rate: Option<(u32, Duration)>,
     /// Where `/metrics` is also served alone.
     pub(crate) metrics_listen: Option<SocketAddr>,
-    /// Reconciliation with Prefect, when configured and not off.
-    pub(crate) reconcile: Option<Reconcile>,
+    /// Prefect's API, when `--prefect-api-url` is given.
+    pub(crate) prefect: Option<PrefectApi>,
+    /// Reconciliation with Prefect, when its API is given and it is not off.
+    pub(crate) reconcile: Option<crate::prefect_api::reconcile::Settings>,
 }
 
-/// Where and how to reconcile with Prefect.
+/// Where Prefect's API is and how its answers are cached.
 #[derive(Debug, Clone)]
-pub(crate) struct Reconcile {
+pub(crate) struct PrefectApi {
     /// Prefect's API.
     pub(crate) api_url: url::Url,
     /// Its credentials.
     pub(crate) auth: Option<crate::prefect_api::Auth>,
-    /// Pass interval, lookback and the bridge's own URL.
-    pub(crate) settings: crate::prefect_api::reconcile::Settings,
+    /// The address Prefect reaches the bridge at, when given.
+    pub(crate) bridge_url: Option<url::Url>,
+    /// The lookup cache.
+    pub(crate) cache: crate::prefect_api::lookup::CacheSettings,
+    /// Longest a webhook waits for a lookup.
+    pub(crate) lookup_timeout: Duration,
 }
 
 /// Prefect OSS keeps events this long: looking further back finds nothing.
 const MAX_LOOKBACK: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
+fn prefect_api(args: &ServeArgs) -> Result<Option<PrefectApi>, ConfigError> {
+    let ttl = non_zero("--prefect-cache-ttl", args.prefect_cache_ttl.0)?;
+    if args.prefect_cache_capacity == 0 {
+        return Err(invalid("--prefect-cache-capacity", "must be at least 1"));
+    }
+    let lookup_timeout = non_zero("--prefect-lookup-timeout", args.prefect_lookup_timeout.0)?;
+    let Some(((api_url, auth), bridge_url)) = prefect_client(&args.prefect)? else {
+        return Ok(None);
+    };
+    Ok(Some(PrefectApi {
+        api_url,
+        auth,
+        bridge_url,
+        cache: crate::prefect_api::lookup::CacheSettings {
+            ttl,
+            capacity: args.prefect_cache_capacity,
+        },
+        lookup_timeout,
+    }))
+}
+
+fn reconcile(
+    args: &ServeArgs,
+    api: Option<&PrefectApi>,
+) -> Result<Option<crate::prefect_api::reconcile::Settings>, ConfigError> {
     let interval = match args.reconcile_interval.trim() {
         "off" => None,
         v => Some(non_zero(
@@ -176,9 +206,9 @@ fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
                 .0,
         )?),
     };
-    let Some(((api_url, auth), bridge_url)) = prefect_client(&args.prefect)? else {
+    if api.is_none() {
         return Ok(None);
-    };
+    }
     let lookback = non_zero("--reconcile-lookback", args.reconcile_lookback.0)?;
     if lookback > MAX_LOOKBACK {
         return Err(invalid(
@@ -186,16 +216,7 @@ fn reconcile(args: &ServeArgs) -> Result<Option<Reconcile>, ConfigError> {
             "at most 7d: Prefect keeps events for 7 days",
         ));
     }
-
-    Ok(interval.map(|interval| Reconcile {
-        api_url,
-        auth,
-        settings: crate::prefect_api::reconcile::Settings {
-            interval,
-            lookback,
-            bridge_url,
-        },
-    }))
+    Ok(interval.map(|interval| crate::prefect_api::reconcile::Settings { interval, lookback }))
 }
 
 /// Reads a secret flag (`env:`/`file:` forms).
@@ -249,6 +270,7 @@ impl ServeConfig {
     /// # Errors
     /// See [`ConfigError`].
     pub(crate) fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let prefect = prefect_api(args)?;
         let pagerduty_url = match (&args.pagerduty_url, args.region) {
             (Some(u), _) => u.clone(),
             (None, region) => {
@@ -353,7 +375,8 @@ impl ServeConfig {
             idle_timeout: non_zero("--idle-timeout", args.idle_timeout.0)?,
             ingress_rate: args.ingress_rate.map(Rate::pair),
             metrics_listen: args.metrics_listen,
-            reconcile: reconcile(args)?,
+            reconcile: reconcile(args, prefect.as_ref())?,
+            prefect,
         })
     }
 }
@@ -455,6 +478,9 @@ mod tests {
             ),
             (&["--prefect-api-key", "k"], "--prefect-api-key"),
             (&["--prefect-api-url", "ftp://p/api"], "--prefect-api-url"),
+            (&["--prefect-cache-ttl", "0s"], "--prefect-cache-ttl"),
+            (&["--prefect-cache-capacity", "0"], "--prefect-cache-capacity"),
+            (&["--prefect-lookup-timeout", "0s"], "--prefect-lookup-timeout"),
         ] {
             let err = serve(args).expect_err(&format!("{args:?} must be refused"));
             assert!(err.contains(flag), "{args:?}: {err}");
@@ -466,8 +492,12 @@ mod tests {
         assert!(serve(&[]).expect("default").reconcile.is_none());
         let on = serve(&["--prefect-api-url", "http://p:4200/api"]).expect("on");
         let r = on.reconcile.expect("reconciles");
-        assert_eq!(r.settings.interval, Duration::from_secs(60));
-        assert_eq!(r.settings.lookback, Duration::from_secs(86_400));
+        assert_eq!(r.interval, Duration::from_secs(60));
+        assert_eq!(r.lookback, Duration::from_secs(86_400));
+        let api = on.prefect.expect("an API");
+        assert_eq!(api.cache.ttl, Duration::from_secs(600));
+        assert_eq!(api.cache.capacity, 10_000);
+        assert_eq!(api.lookup_timeout, Duration::from_secs(1));
         let off = serve(&[
             "--prefect-api-url",
             "http://p:4200/api",
@@ -476,6 +506,7 @@ mod tests {
         ])
         .expect("off");
         assert!(off.reconcile.is_none());
+        assert!(off.prefect.is_some(), "lookups need no reconciliation");
     }
 
     #[test]

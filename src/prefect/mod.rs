@@ -139,7 +139,8 @@ pub struct Ref {
 }
 
 impl Ref {
-    fn fill(slot: &mut Option<Ref>, id: Option<&str>, name: Option<&str>) {
+    /// Fills what `slot` lacks of `id` and `name`; an empty slot stays `None`.
+    pub fn fill(slot: &mut Option<Ref>, id: Option<&str>, name: Option<&str>) {
         let r = slot.get_or_insert_with(Ref::default);
         if r.id.is_none() {
             r.id = id.filter(|s| !s.is_empty()).map(str::to_owned);

@@ -5,6 +5,7 @@
 //! (docs/prefect.md §8).
 
 pub(crate) mod check;
+pub(crate) mod lookup;
 pub(crate) mod reconcile;
 pub(crate) mod setup;
 
@@ -15,6 +16,9 @@ use crate::secret::Secret;
 
 /// Events per page: Prefect's cap.
 const PAGE: usize = 50;
+/// The largest answer read from Prefect: a page of 50 events is far less,
+/// and an answer that never ends must not take the bridge's memory.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// How to authenticate.
 #[derive(Debug, Clone)]
@@ -26,7 +30,7 @@ pub(crate) enum Auth {
 }
 
 /// Why a call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum Error {
     /// No answer.
     #[error("Prefect's API did not answer: {0}")]
@@ -79,6 +83,25 @@ pub(crate) fn intake_action(url: &str, bridge: Option<&url::Url>) -> Option<Stri
     (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
 }
 
+/// An answer's body, refused past [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut res: reqwest::Response) -> Result<bytes::Bytes, Error> {
+    if res.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(Error::Unreadable(format!(
+            "an answer of more than {MAX_ANSWER_BYTES} bytes"
+        )));
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| Error::Unreachable(e.to_string()))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(Error::Unreadable(format!(
+                "an answer of more than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 /// A client for one Prefect API.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -128,8 +151,7 @@ impl Client {
             .await
             .map_err(|e| Error::Unreachable(e.to_string()))?;
         let status = res.status().as_u16();
-        let body = res.bytes().await.map_err(|e| Error::Unreachable(e.to_string()))?;
-        Ok((status, body))
+        Ok((status, read_capped(res).await?))
     }
 
     /// Sends `req`; its body when the answer is a 2xx.
@@ -302,6 +324,35 @@ impl Client {
         Ok(page.events.into_iter().next())
     }
 
+    /// The object at `path` (`flow_runs/<id>`, …); `None` when Prefect has
+    /// no such object.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn object(&self, path: &str) -> Result<Option<Value>, Error> {
+        let (status, body) = self.send(self.http.get(self.url(path))).await?;
+        match status {
+            404 => Ok(None),
+            200..=299 => decode(&body).map(Some),
+            _ => Err(refused(status, &body)),
+        }
+    }
+
+    /// The work pool with `id` (Prefect reads work pools by name; by id only
+    /// through a filter).
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn work_pool(&self, id: &str) -> Result<Option<Value>, Error> {
+        let pools: Vec<Value> = self
+            .call(self.http.post(self.url("work_pools/filter")).json(&json!({
+                "work_pools": {"id": {"any_": [id]}},
+                "limit": 1,
+            })))
+            .await?;
+        Ok(pools.into_iter().next())
+    }
+
     /// Every automation, as Prefect serialises them.
     ///
     /// # Errors
@@ -311,20 +362,17 @@ impl Client {
             .await
     }
 
-    /// The URL a Webhook block document posts to (`None` for other blocks).
+    /// The URL a Webhook block document posts to (`None` for other blocks,
+    /// or when there is no such block).
     ///
     /// # Errors
     /// See [`Error`].
     pub(crate) async fn webhook_url(&self, block_document_id: &str) -> Result<Option<String>, Error> {
-        #[derive(Deserialize)]
-        struct Doc {
-            #[serde(default)]
-            data: Value,
-        }
-        let url = self.url(&format!(
-            "block_documents/{block_document_id}?include_secrets=true"
-        ));
-        let doc: Doc = self.call(self.http.get(url)).await?;
-        Ok(doc.data["url"].as_str().map(str::to_owned))
+        let doc = self
+            .object(&format!(
+                "block_documents/{block_document_id}?include_secrets=true"
+            ))
+            .await?;
+        Ok(doc.and_then(|d| d["data"]["url"].as_str().map(str::to_owned)))
     }
 }

@@ -12,7 +12,6 @@
 //! a duplicate and is not sent twice. The checkpoint is stored in the spool.
 //! When Prefect cannot be read it backs off; the intake never waits on it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Client, Error};
+use super::Error;
+use super::lookup::Lookups;
 use crate::actions::Actions;
 use crate::metrics::Metrics;
 use crate::spool::{AcceptError, Accepted, Spool};
@@ -30,9 +30,11 @@ const FAILED: &str = "prefect.automation.action.failed";
 const EXECUTED: &str = "prefect.automation.action.executed";
 /// Events written this long after they occurred are still found.
 const OVERLAP: Duration = Duration::from_secs(120);
-/// The longest wait between tries while Prefect cannot be read (or ten
-/// intervals, if that is shorter).
-const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// The longest wait between tries while Prefect cannot be read (or
+/// [`BACKOFF_INTERVALS`] intervals, if that is shorter): once Prefect is
+/// back, what it dropped is paged within this.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const BACKOFF_INTERVALS: u32 = 4;
 
 /// How reconciliation runs.
 #[derive(Debug, Clone)]
@@ -41,8 +43,6 @@ pub(crate) struct Settings {
     pub(crate) interval: Duration,
     /// How far back the first pass looks (and at most any pass).
     pub(crate) lookback: Duration,
-    /// When given, only blocks posting to this origin are this bridge's.
-    pub(crate) bridge_url: Option<url::Url>,
 }
 
 /// What reconciliation has done, for `/v1/spool`.
@@ -87,22 +87,21 @@ enum PassError {
 /// The reconciler.
 #[derive(Debug)]
 pub(crate) struct Reconciler {
-    pub(crate) client: Client,
+    /// Prefect's API, through the shared cache (blocks, names).
+    pub(crate) lookups: Lookups,
     pub(crate) settings: Settings,
     pub(crate) spool: Spool,
     pub(crate) actions: Arc<RwLock<Actions>>,
     pub(crate) options: crate::translate::Options,
     pub(crate) status: SharedStatus,
     pub(crate) metrics: Arc<Metrics>,
-    /// Block document id → the action its URL names (or none).
-    blocks: HashMap<String, Option<String>>,
 }
 
 impl Reconciler {
     /// A reconciler; [`Reconciler::run`] starts it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        client: Client,
+        lookups: Lookups,
         settings: Settings,
         spool: Spool,
         actions: Arc<RwLock<Actions>>,
@@ -111,14 +110,13 @@ impl Reconciler {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            client,
+            lookups,
             settings,
             spool,
             actions,
             options,
             status,
             metrics,
-            blocks: HashMap::new(),
         }
     }
 
@@ -128,7 +126,7 @@ impl Reconciler {
 
     /// Runs a pass now, then every interval (backing off while Prefect
     /// cannot be read), until `shutdown`.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
@@ -166,7 +164,7 @@ impl Reconciler {
                     } else {
                         (wait * 2).min(
                             MAX_BACKOFF
-                                .min(self.settings.interval * 10)
+                                .min(self.settings.interval * BACKOFF_INTERVALS)
                                 .max(self.settings.interval),
                         )
                     };
@@ -183,7 +181,7 @@ impl Reconciler {
 
     /// Reads every dropped webhook since the checkpoint and recovers it;
     /// moves the checkpoint to `now` only when all of them were handled.
-    async fn pass(&mut self, now: jiff::Timestamp) -> Result<Pass, PassError> {
+    async fn pass(&self, now: jiff::Timestamp) -> Result<Pass, PassError> {
         let earliest = now.as_millisecond() - millis(self.settings.lookback);
         let since_ms = match self.spool.checkpoint() {
             Some(at) => (at - millis(OVERLAP)).max(earliest),
@@ -191,7 +189,8 @@ impl Reconciler {
         };
         let since = jiff::Timestamp::from_millisecond(since_ms).unwrap_or(now);
         let mut done = Pass::default();
-        let mut page = self.client.events(&[FAILED, EXECUTED], since, now).await?;
+        let client = self.lookups.client();
+        let mut page = client.events(&[FAILED, EXECUTED], since, now).await?;
         loop {
             for event in &page.events {
                 match self.recover(event, since).await? {
@@ -202,7 +201,7 @@ impl Reconciler {
                 }
             }
             match page.next_page.take() {
-                Some(next) => page = self.client.next(&next).await?,
+                Some(next) => page = client.next(&next).await?,
                 None => break,
             }
         }
@@ -212,11 +211,7 @@ impl Reconciler {
 
     /// Handles one action event: `None` when it is not a dropped webhook to
     /// this bridge, else what the spool made of its triggering event.
-    async fn recover(
-        &mut self,
-        event: &Value,
-        since: jiff::Timestamp,
-    ) -> Result<Option<Accepted>, PassError> {
+    async fn recover(&self, event: &Value, since: jiff::Timestamp) -> Result<Option<Accepted>, PassError> {
         let payload = &event["payload"];
         if payload["action_type"] != "call-webhook" {
             return Ok(None);
@@ -234,7 +229,7 @@ impl Reconciler {
         ) else {
             return Ok(None);
         };
-        let Some(name) = self.action_of(&block).await? else {
+        let Some(name) = self.lookups.action_of_block(&block).await? else {
             return Ok(None);
         };
         let Some(action) = self
@@ -250,37 +245,39 @@ impl Reconciler {
         let look_from = since
             .checked_sub(jiff::SignedDuration::from_secs(86_400))
             .unwrap_or(since);
-        let Some(triggering) = self.client.event(&triggering, look_from).await? else {
+        let Some(triggering) = self.lookups.client().event(&triggering, look_from).await? else {
             tracing::warn!(event = %crate::logging::escape(&triggering),
                 "a dropped webhook's triggering event is gone from Prefect; it cannot be recovered");
             return Ok(None);
         };
         // As `{{ event | tojson }}` would have sent it.
         let body = serde_json::to_vec(&triggering).unwrap_or_default();
-        let n = crate::prefect::parse(&body, None);
+        let mut n = crate::prefect::parse(&body, None);
+        self.lookups.enrich(&mut n).await;
         let t = crate::translate::translate(&n, &action, &self.options);
         let event_id = n.envelope_event_id.clone().or_else(|| n.event_id.clone());
         let accepted = self.spool.accept(&action.name, &t, event_id.as_deref()).await?;
         if let Accepted::Queued { id } = accepted {
+            let automation = self.automation_of(event).await;
             tracing::info!(action = %action.name, dedup_key = %t.dedup_key, spool_id = id,
+                automation = %crate::logging::escape(automation.as_deref().unwrap_or_default()),
                 prefect_event_id = %crate::logging::escape(event_id.as_deref().unwrap_or_default()),
                 "recovered a webhook Prefect dropped");
         }
         Ok(Some(accepted))
     }
 
-    /// The action a block document's URL names, when it points at this bridge.
-    async fn action_of(&mut self, block: &str) -> Result<Option<String>, Error> {
-        if let Some(known) = self.blocks.get(block) {
-            return Ok(known.clone());
+    /// The name of the automation whose action failed (for the log line
+    /// that says what was recovered): from the event, else looked up.
+    async fn automation_of(&self, event: &Value) -> Option<String> {
+        let resource = &event["resource"];
+        if let Some(name) = resource["prefect.resource.name"].as_str() {
+            return Some(name.to_owned());
         }
-        let name = self
-            .client
-            .webhook_url(block)
-            .await?
-            .and_then(|u| super::intake_action(&u, self.settings.bridge_url.as_ref()));
-        self.blocks.insert(block.to_owned(), name.clone());
-        Ok(name)
+        let id = resource["prefect.resource.id"]
+            .as_str()?
+            .strip_prefix("prefect.automation.")?;
+        self.lookups.automation_name(id).await.ok().flatten()
     }
 }
 

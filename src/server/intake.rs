@@ -68,7 +68,10 @@ where
         }
     };
 
-    let notification = prefect::parse(&body, event_id_header.as_deref());
+    let mut notification = prefect::parse(&body, event_id_header.as_deref());
+    if let Some(lookups) = &state.lookups {
+        lookups.enrich(&mut notification).await;
+    }
     let t = translate::translate(&notification, action, &state.options);
     let event_action = t.event.event_action;
     let severity = t.event.payload.as_ref().map(|p| p.severity);

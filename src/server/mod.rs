@@ -86,6 +86,8 @@ pub struct State {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// What reconciliation with Prefect has done, when it runs.
     pub reconcile: Option<crate::prefect_api::reconcile::SharedStatus>,
+    /// Prefect lookups, to name what a payload left unnamed.
+    pub lookups: Option<crate::prefect_api::lookup::Lookups>,
     /// Per-client-IP request limiter.
     pub ingress: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }

@@ -99,6 +99,7 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         keys: crate::deliver::Keys::default(),
         metrics: crate::metrics::Metrics::shared(),
         reconcile: None,
+        lookups: None,
         ingress: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -814,3 +814,155 @@ async fn every_webhook_prefect_drops_under_fan_out_is_recovered() {
         "recovered {recovered} of {dropped} dropped"
     );
 }
+
+/// Prefect's API answers 500 (a gate in front of a real server) while a
+/// flow run's webhook is dropped: reconciliation fails and backs off, the
+/// intake answers as ever, and a page for an unknown run whose names cannot
+/// be looked up goes out with what it had. The API comes back: the dropped
+/// run is paged once. A payload carrying only the run's id is paged with
+/// its flow and run names, looked up once for two webhooks (the cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_answering_500_delays_recovery_and_lookups_but_loses_nothing() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    const INTERVAL: Duration = Duration::from_secs(2);
+    let prefect = Prefect::start().await;
+    let gate = crate::support::gate::Gate::start(&prefect.ui).await;
+    gate.fail(true);
+    let double = Double::start().await;
+    let (pd_url, oncall, names, api, interval) = (
+        double.url(),
+        format!("oncall={KEY_A}"),
+        format!("names={}", crate::support::KEY_B),
+        format!("{}/api", gate.url()),
+        format!("{}s", INTERVAL.as_secs()),
+    );
+    let bridge = Bridge::serve(&[
+        "--pagerduty-url",
+        pd_url.as_str(),
+        "--action",
+        oncall.as_str(),
+        "--action",
+        names.as_str(),
+        "--prefect-api-url",
+        api.as_str(),
+        "--reconcile-interval",
+        interval.as_str(),
+    ]);
+    let spool_url = format!("{}/v1/spool", bridge.url());
+    let failures = || async {
+        crate::support::get_json(&spool_url).await["reconcile"]["failures"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    crate::support::wait::holds(Duration::from_secs(30), "a pass fails on the 500", || async {
+        failures().await >= 1
+    })
+    .await;
+    let stats = crate::support::get_json(&spool_url).await;
+    let error = stats["reconcile"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("500"), "{stats}");
+
+    // Prefect's own automations post to an address where nothing listens
+    // (its path names this bridge's action): every call is dropped.
+    let nowhere = format!("http://127.0.0.1:{}/v1/prefect/oncall", free_port());
+    prefect.driver(&["setup", &nowhere]).await;
+    let run = prefect.failing_run(1).await;
+    let run_key = format!("prefect/flow-run/{run}");
+
+    // The intake does not wait on Prefect: a webhook is taken at once, and
+    // one whose names cannot be looked up is paged with what it carried.
+    let failed =
+        std::fs::read(crate::support::fixtures().join("examples/flow-run-failed.json")).expect("fixture");
+    let (status, answer) = crate::support::post(&bridge.intake("oncall"), failed).await;
+    assert_eq!(status, 202, "{answer}");
+    let unknown = "6d1f6e1c-0000-4000-8000-00000000beef";
+    let cloud1 = |run: &str, id: &str| {
+        serde_json::json!({"flow_run_id": run, "state": "Failed", "id": id}).to_string()
+    };
+    let started = std::time::Instant::now();
+    let (status, answer) =
+        crate::support::post(&bridge.intake("names"), cloud1(unknown, "c1-event-unknown")).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        answer["summary"].as_str().map(|s| s.contains(unknown)),
+        Some(true),
+        "{answer}"
+    );
+
+    // While the API fails, the drop stays unrecovered.
+    let seen = failures().await;
+    crate::support::wait::holds(Duration::from_secs(30), "another failed pass", || async {
+        failures().await > seen
+    })
+    .await;
+    let triggers = || {
+        double
+            .received()
+            .iter()
+            .filter(|r| {
+                r.dedup_key() == run_key
+                    && r.action() == "trigger"
+                    && r.body["routing_key"] == KEY_A
+                    && r.status == 202
+            })
+            .count()
+    };
+    assert_eq!(triggers(), 0, "paged while Prefect's API failed");
+
+    // The API is back: the dropped run is paged by the next try (the
+    // backoff waits at most four intervals), once.
+    gate.fail(false);
+    let back = std::time::Instant::now();
+    double
+        .wait_until(Duration::from_secs(60), "the dropped run's page", |r| {
+            r.iter().any(|r| {
+                r.dedup_key() == run_key && r.action() == "trigger" && r.body["routing_key"] == KEY_A
+            })
+        })
+        .await;
+    let took = back.elapsed();
+    assert!(
+        took <= INTERVAL * 4 + Duration::from_secs(3),
+        "recovered after {took:?}"
+    );
+    let passes = |s: &Value| s["reconcile"]["last_success"].as_str().map(str::to_owned);
+    let first = passes(&crate::support::get_json(&spool_url).await);
+    crate::support::wait::holds(Duration::from_secs(30), "one more pass", || async {
+        passes(&crate::support::get_json(&spool_url).await) != first
+    })
+    .await;
+    assert_eq!(triggers(), 1, "the dropped run was paged {} times", triggers());
+
+    // Only the run's id: its names come from Prefect, asked once for two
+    // webhooks about the run.
+    for id in ["c1-event-1", "c1-event-2"] {
+        let (status, answer) = crate::support::post(&bridge.intake("names"), cloud1(&run, id)).await;
+        assert!(status == 202 || status == 200, "{status} {answer}");
+    }
+    let paged = double
+        .wait_until(Duration::from_secs(30), "the named page", |r| {
+            r.iter()
+                .any(|r| r.dedup_key() == run_key && r.body["routing_key"] == crate::support::KEY_B)
+        })
+        .await;
+    let page = paged
+        .iter()
+        .find(|r| r.dedup_key() == run_key && r.body["routing_key"] == crate::support::KEY_B)
+        .expect("page");
+    let summary = page.body["payload"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("ppb-e2e-flow"), "no flow name: {summary}");
+    assert!(!summary.contains(&run), "the run is named by id: {summary}");
+    assert_eq!(
+        gate.seen("GET", &format!("/api/flow_runs/{run}")),
+        1,
+        "the flow run was not looked up exactly once"
+    );
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bridge;
+pub mod gate;
 pub mod limit;
 pub mod pagerduty;
 pub mod spec;

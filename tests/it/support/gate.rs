@@ -1,0 +1,129 @@
+//! A gate in front of a real server: a loopback HTTP proxy that passes each
+//! request through, or answers 500 itself while the test says so (Prefect's
+//! API failing while the Prefect server behind it is fine). It counts the
+//! requests it saw by method and path.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    failing: AtomicBool,
+    seen: Mutex<HashMap<String, usize>>,
+    http: reqwest::Client,
+}
+
+/// The gate; it stops when dropped with the test's runtime.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Gate {
+    /// A gate to `upstream` (scheme, host and port), passing requests.
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            failing: AtomicBool::new(false),
+            seen: Mutex::new(HashMap::new()),
+            http: super::client(),
+        });
+        let s = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(s.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, shared }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// From now on, answer every request 500 (or pass them again).
+    pub fn fail(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many requests `METHOD /path` (no query) the gate saw.
+    pub fn seen(&self, method: &str, path: &str) -> usize {
+        let seen = self.shared.seen.lock().expect("lock");
+        seen.get(&format!("{method} {path}")).copied().unwrap_or(0)
+    }
+}
+
+async fn answer(
+    s: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    *s.seen
+        .lock()
+        .expect("lock")
+        .entry(format!("{} {}", parts.method, parts.uri.path()))
+        .or_default() += 1;
+    if s.failing.load(Ordering::SeqCst) {
+        return Ok(Response::builder()
+            .status(500)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                b"{\"exception_message\":\"Internal Server Error\"}",
+            )))
+            .expect("response"));
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = s
+        .http
+        .request(parts.method.clone(), format!("{}{path}", s.upstream))
+        .body(body);
+    // The Host header goes through: Prefect builds `next_page` from it, and
+    // the bridge follows only pages under the URL it was given.
+    for (name, value) in &parts.headers {
+        if name != "content-length" {
+            out = out.header(name, value);
+        }
+    }
+    let response = match out.send().await {
+        Ok(r) => {
+            let status = r.status();
+            let kind = r.headers().get("content-type").cloned();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let mut b = Response::builder().status(status);
+            if let Some(kind) = kind {
+                b = b.header("content-type", kind);
+            }
+            b.body(Full::new(bytes)).expect("response")
+        }
+        Err(e) => Response::builder()
+            .status(502)
+            .body(Full::new(Bytes::from(e.to_string())))
+            .expect("response"),
+    };
+    Ok(response)
+}
