@@ -95,13 +95,16 @@ def broken(intake_url, unknown_url):
     return {"automations": made}
 
 
-def fanout(bridge_url, count):
-    """`count` automations, each calling its own action `fan<i>` of the bridge on a failed run."""
+def fanout(bridge_url, count, refused_url=None, refused=0):
+    """`count` automations, each calling its own action `fan<i>` of the bridge on a failed run,
+    then `refused` more whose blocks post to `refused_url`, where nothing listens."""
     from prefect.blocks.webhook import Webhook
 
     made = []
-    for i in range(int(count)):
-        block = Webhook(method="POST", url=f"{bridge_url}/v1/prefect/fan{i}", headers={})
+    count, refused = int(count), int(refused)
+    for i in range(count + refused):
+        base = bridge_url if i < count else refused_url
+        block = Webhook(method="POST", url=f"{base}/v1/prefect/fan{i}", headers={})
         block_id = str(block.save(f"ppb-fan{i}", overwrite=True))
         body = {
             "name": f"ppb-fan{i}",
