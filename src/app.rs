@@ -88,6 +88,7 @@ impl App {
                 metrics.reconcile_enabled();
                 Some(Reconciler::new(
                     lookups.clone(),
+                    config.action_keys.clone(),
                     settings.clone(),
                     spool.clone(),
                     actions.clone(),
@@ -104,6 +105,7 @@ impl App {
             keys: keys.clone(),
             metrics: metrics.clone(),
             actions,
+            action_keys: config.action_keys.clone(),
             fixed_actions,
             options: config.translate.clone(),
             spool: spool.clone(),

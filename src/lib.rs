@@ -17,8 +17,10 @@
 //!   go (trait `Sink`; PagerDuty Events v2 over HTTP, and its dry run).
 //! - [`pagerduty`] (pure): the Events v2 model and its limits.
 //! - `prefect_api`: Prefect's REST API: `setup` and `check` (the `prefect`
-//!   subcommand) and `reconcile` (recovering the webhooks Prefect dropped);
-//!   `outbound`: the one HTTP client setup; `metrics`: the Prometheus registry.
+//!   subcommand), `reconcile` (recovering the webhooks Prefect dropped) and
+//!   `lookup` (names, cached); `outbound`: the one HTTP client setup;
+//!   `metrics`: the Prometheus registry; `rotation`: routing keys and tokens
+//!   read again from their files without a restart.
 //!
 //! The public API is what the binary, the tests and the benches use: the
 //! command line and its runner, and the pure translation.
@@ -37,6 +39,7 @@ pub(crate) mod outbound;
 pub mod pagerduty;
 pub mod prefect;
 pub(crate) mod prefect_api;
+pub(crate) mod rotation;
 pub mod secret;
 pub(crate) mod server;
 pub(crate) mod shutdown;

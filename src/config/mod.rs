@@ -379,6 +379,17 @@ pub struct ServeArgs {
     )]
     pub(crate) api_tokens: Vec<String>,
 
+    /// How often routing keys and tokens given as file:PATH or env:VAR are read again, so a
+    /// rotated Kubernetes Secret or rewritten file takes effect without a restart. A source that
+    /// becomes unreadable keeps its last good value (and logs an error).
+    #[arg(
+        long,
+        env = "PPB_SECRET_REFRESH",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub(crate) secret_refresh: Span,
+
     /// Listen on a non-loopback address without --webhook-token anyway.
     #[arg(long, env = "PPB_ALLOW_UNAUTHENTICATED")]
     pub(crate) allow_unauthenticated: bool,

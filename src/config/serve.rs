@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::values::{ActionSpec, ApiTokenSpec, Rate, SecretSource, ValueError};
 use super::{CommonArgs, Region, ServeArgs};
 use crate::actions::{Action, Actions};
+use crate::rotation::{ActionKeys, Rotating, Rotation};
 use crate::server::auth::Tokens;
 use crate::translate;
 
@@ -70,6 +71,22 @@ pub(crate) fn actions(specs: &[String]) -> Result<Actions, ConfigError> {
         list.push(action);
     }
     Actions::try_new(list).map_err(ConfigError::DuplicateAction)
+}
+
+/// The routing keys of `specs` (already read into `actions`) that come
+/// from a file or variable, to be read again.
+fn action_keys(specs: &[String], actions: &Actions, rotation: &Rotation) -> ActionKeys {
+    let check: crate::rotation::Check = crate::pagerduty::check_routing_key;
+    let keys = specs
+        .iter()
+        .filter_map(|s| s.parse::<ActionSpec>().ok())
+        .filter(|spec| !matches!(spec.key, SecretSource::Value(_)))
+        .filter_map(|spec| {
+            let first = actions.get(&spec.name)?.routing_key.clone();
+            Some((spec.name, rotation.secret(spec.key, first, Some(check))))
+        })
+        .collect();
+    ActionKeys::new(keys)
 }
 
 /// Translation options from the shared flags.
@@ -134,6 +151,8 @@ pub(crate) struct ServeConfig {
     pub(crate) dedup_capacity: u64,
     /// Tokens.
     pub(crate) tokens: Tokens,
+    /// The `--action` routing keys that are read again from their files.
+    pub(crate) action_keys: crate::rotation::ActionKeys,
     /// PEM certificate chain and key, for HTTPS.
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     /// Whole-request time limit.
@@ -319,32 +338,37 @@ impl ServeConfig {
         let given = |list: &[String]| -> Vec<String> {
             list.iter().filter(|t| !t.trim().is_empty()).cloned().collect()
         };
+        let rotation = Rotation::new(non_zero("--secret-refresh", args.secret_refresh.0)?);
+        let rotating = |flag: &'static str, source: SecretSource| -> Result<Rotating, ConfigError> {
+            let first = source.read().map_err(|e| invalid(flag, e))?;
+            Ok(rotation.secret(source, first, None))
+        };
         let tokens = Tokens {
             webhook: given(&args.webhook_tokens)
                 .iter()
                 .map(|t| {
                     let source: SecretSource = t.parse().map_err(|e| invalid("--webhook-token", e))?;
-                    source.read().map_err(|e| invalid("--webhook-token", e))
+                    rotating("--webhook-token", source)
                 })
                 .collect::<Result<_, _>>()?,
             api: given(&args.api_tokens)
                 .iter()
                 .map(|t| {
                     let spec: ApiTokenSpec = t.parse().map_err(|e| invalid("--api-token", e))?;
-                    Ok((
-                        spec.role,
-                        spec.token.read().map_err(|e| invalid("--api-token", e))?,
-                    ))
+                    Ok((spec.role, rotating("--api-token", spec.token)?))
                 })
                 .collect::<Result<_, ConfigError>>()?,
         };
+        let actions = actions(&args.common.actions)?;
+        let action_keys = action_keys(&args.common.actions, &actions, &rotation);
         let listen = args.listen;
         if tokens.webhook.is_empty() && !listen.ip().is_loopback() && !args.allow_unauthenticated {
             return Err(ConfigError::Unauthenticated(listen));
         }
         Ok(Self {
             listen,
-            actions: actions(&args.common.actions)?,
+            actions,
+            action_keys,
             translate: translate_options(&args.common)?,
             pagerduty_url,
             dry_run: args.dry_run,

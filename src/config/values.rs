@@ -3,13 +3,11 @@
 //! nothing is rounded, clamped or guessed.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::actions::{self, Action};
 use crate::pagerduty::Severity;
-use crate::secret::Secret;
 use crate::server::auth::Role;
 
 /// Why a value does not parse: what was given and what is accepted.
@@ -116,95 +114,11 @@ impl FromStr for Span {
     }
 }
 
-/// Where a secret comes from: `env:VAR`, `file:PATH`, or the value itself.
-#[derive(Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Given on the command line (visible in `ps`; prefer the others).
-    Value(Secret),
-    /// An environment variable.
-    Env(String),
-    /// A file (trailing white space is trimmed).
-    File(PathBuf),
-}
+pub use crate::secret::{InvalidSecret, SecretSource};
 
-impl fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Value(s) => write!(f, "Value({s})"),
-            Self::Env(v) => write!(f, "Env({v})"),
-            Self::File(p) => write!(f, "File({})", p.display()),
-        }
-    }
-}
-
-impl FromStr for SecretSource {
-    type Err = ValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if let Some(var) = s.strip_prefix("env:") {
-            if var.is_empty() {
-                return Err(refuse("env: needs a variable name, as in env:PD_KEY"));
-            }
-            return Ok(Self::Env(var.to_owned()));
-        }
-        if let Some(path) = s.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err(refuse("file: needs a path, as in file:/run/secrets/pd-key"));
-            }
-            return Ok(Self::File(PathBuf::from(path)));
-        }
-        check_secret(s).map(|()| Self::Value(Secret::new(s)))
-    }
-}
-
-/// A secret is not empty and has no white space inside.
-fn check_secret(value: &str) -> Result<(), ValueError> {
-    if value.is_empty() || value.chars().any(char::is_whitespace) {
-        Err(refuse("the secret is empty or contains white space"))
-    } else {
-        Ok(())
-    }
-}
-
-/// A secret that could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// `env:VAR` names an unset variable.
-    #[error("environment variable {0} is not set")]
-    MissingEnv(String),
-    /// `file:PATH` cannot be read.
-    #[error("cannot read the secret file {path}: {source}")]
-    File {
-        /// The path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// What was read is not a secret.
-    #[error("{0}")]
-    Invalid(ValueError),
-}
-
-impl SecretSource {
-    /// Reads the secret. This and clap are the only readers of the
-    /// environment.
-    ///
-    /// # Errors
-    /// An unset variable, an unreadable file, or a value that is empty or
-    /// has white space inside.
-    pub fn read(&self) -> Result<Secret, SecretError> {
-        let value = match self {
-            Self::Value(s) => return Ok(s.clone()),
-            Self::Env(var) => std::env::var(var).map_err(|_| SecretError::MissingEnv(var.clone()))?,
-            Self::File(path) => std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                path: path.display().to_string(),
-                source,
-            })?,
-        };
-        let value = value.trim();
-        check_secret(value).map_err(SecretError::Invalid)?;
-        Ok(Secret::new(value))
+impl From<InvalidSecret> for ValueError {
+    fn from(e: InvalidSecret) -> Self {
+        refuse(e)
     }
 }
 
@@ -264,7 +178,7 @@ impl FromStr for ActionSpec {
         };
         let key = key
             .parse()
-            .map_err(|e: ValueError| refuse(format_args!("action {name}: {e}")))?;
+            .map_err(|e: InvalidSecret| refuse(format_args!("action {name}: {e}")))?;
         Ok(Self {
             name: name.to_owned(),
             key,
@@ -322,6 +236,7 @@ impl FromStr for ApiTokenSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::{Secret, SecretError};
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 

@@ -89,6 +89,8 @@ enum PassError {
 pub(crate) struct Reconciler {
     /// Prefect's API, through the shared cache (blocks, names).
     pub(crate) lookups: Lookups,
+    /// Routing keys read again from their files.
+    action_keys: crate::rotation::ActionKeys,
     pub(crate) settings: Settings,
     pub(crate) spool: Spool,
     pub(crate) actions: Arc<RwLock<Actions>>,
@@ -102,6 +104,7 @@ impl Reconciler {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         lookups: Lookups,
+        action_keys: crate::rotation::ActionKeys,
         settings: Settings,
         spool: Spool,
         actions: Arc<RwLock<Actions>>,
@@ -111,6 +114,7 @@ impl Reconciler {
     ) -> Self {
         Self {
             lookups,
+            action_keys,
             settings,
             spool,
             actions,
@@ -238,6 +242,7 @@ impl Reconciler {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&name)
             .cloned()
+            .map(|a| self.action_keys.current(a))
         else {
             return Ok(None);
         };

@@ -128,7 +128,7 @@ pub(super) async fn delete(state: &State, name: &str) -> Result<Response<Body>, 
 /// its routing key, its severity (`info` when the action derives severity,
 /// so a test does not page at high urgency unless the action always does).
 pub(super) async fn test(state: &State, name: &str) -> Result<Response<Body>, ApiError> {
-    let Some(action) = state.actions().get(name).cloned() else {
+    let Some(action) = state.action(name) else {
         return Err(state.unknown_action(name));
     };
     let dedup_key = format!("prefect/test/{name}/{}", now_ms());

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+use crate::rotation::Rotating;
 use crate::secret::Secret;
 
 /// API roles, lowest first.
@@ -62,10 +63,10 @@ impl FromStr for Role {
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     /// Any of these opens the Prefect intake; none configured: the intake is open.
-    pub webhook: Vec<Secret>,
+    pub(crate) webhook: Vec<Rotating>,
     /// API tokens and their roles; none configured: the API answers only
     /// loopback clients.
-    pub api: Vec<(Role, Secret)>,
+    pub(crate) api: Vec<(Role, Rotating)>,
 }
 
 /// Why a request is refused.
@@ -107,7 +108,7 @@ impl Tokens {
         let presented = bearer(headers).unwrap_or_default();
         let mut ok = false;
         for t in &self.webhook {
-            ok |= matches(presented, t);
+            ok |= matches(presented, &t.current());
         }
         if ok { Ok(()) } else { Err(Denied::Unauthenticated) }
     }
@@ -128,7 +129,7 @@ impl Tokens {
         let presented = bearer(headers).unwrap_or_default();
         let mut best: Option<Role> = None;
         for (role, t) in &self.api {
-            if matches(presented, t) {
+            if matches(presented, &t.current()) {
                 best = best.max(Some(*role));
             }
         }
@@ -153,7 +154,10 @@ mod tests {
     #[test]
     fn webhook_tokens_rotate_and_refuse_the_rest() {
         let t = Tokens {
-            webhook: vec![Secret::new("old-token-123"), Secret::new("new-token-456")],
+            webhook: vec![
+                Rotating::fixed(Secret::new("old-token-123")),
+                Rotating::fixed(Secret::new("new-token-456")),
+            ],
             api: vec![],
         };
         assert!(t.webhook(&headers("Bearer old-token-123")).is_ok());
@@ -175,8 +179,8 @@ mod tests {
         let t = Tokens {
             webhook: vec![],
             api: vec![
-                (Role::Viewer, Secret::new("v-token")),
-                (Role::Admin, Secret::new("a-token")),
+                (Role::Viewer, Rotating::fixed(Secret::new("v-token"))),
+                (Role::Admin, Rotating::fixed(Secret::new("a-token"))),
             ],
         };
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");

@@ -22,7 +22,7 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let action = state.actions().get(name).cloned();
+    let action = state.action(name);
     let Some(action) = action.as_ref() else {
         return Err(state.unknown_action(name));
     };

@@ -68,6 +68,8 @@ pub struct State {
     /// Actions by name; API-created ones come and go at run time (shared
     /// with reconciliation).
     pub actions: Arc<std::sync::RwLock<Actions>>,
+    /// The `--action` routing keys read again from their files.
+    pub(crate) action_keys: crate::rotation::ActionKeys,
     /// Names given with `--action` (not deletable over the API).
     pub fixed_actions: std::collections::HashSet<String>,
     /// Translation options.
@@ -98,6 +100,12 @@ impl State {
         self.actions
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The action called `name`, with its routing key as of now.
+    pub(crate) fn action(&self, name: &str) -> Option<crate::actions::Action> {
+        let action = self.actions().get(name).cloned()?;
+        Some(self.action_keys.current(action))
     }
 
     /// The actions, for changing.

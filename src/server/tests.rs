@@ -11,6 +11,7 @@ use super::auth::{Role, Tokens};
 use super::routes::{Route, tests::ALL, tests::example};
 use super::{Listen, State};
 use crate::actions::{Action, Actions};
+use crate::rotation::Rotating;
 use crate::secret::Secret;
 use crate::spool::Spool;
 
@@ -88,11 +89,11 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         spool,
         max_body: 1 << 20,
         tokens: Tokens {
-            webhook: vec![Secret::new(WEBHOOK)],
+            webhook: vec![Rotating::fixed(Secret::new(WEBHOOK))],
             api: vec![
-                (Role::Viewer, Secret::new(VIEWER)),
-                (Role::User, Secret::new(USER)),
-                (Role::Admin, Secret::new(ADMIN)),
+                (Role::Viewer, Rotating::fixed(Secret::new(VIEWER))),
+                (Role::User, Rotating::fixed(Secret::new(USER))),
+                (Role::Admin, Rotating::fixed(Secret::new(ADMIN))),
             ],
         },
         request_timeout: Duration::from_secs(10),
@@ -100,6 +101,7 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         metrics: crate::metrics::Metrics::shared(),
         reconcile: None,
         lookups: None,
+        action_keys: crate::rotation::ActionKeys::default(),
         ingress: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

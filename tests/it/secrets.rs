@@ -163,3 +163,98 @@ async fn no_secret_appears_in_logs_responses_or_help() {
     // The redacted form is there, so keys stay identifiable.
     assert!(logs.contains(&format!("…{}", &KEY_FLAG[KEY_FLAG.len() - 4..])));
 }
+
+/// A routing key and a webhook token read from files are read again after
+/// `--secret-refresh`: rewriting the files (as a rotated Kubernetes Secret
+/// does) takes effect without a restart; a file that then disappears keeps
+/// the last good values, and the bridge logs an error.
+#[tokio::test]
+async fn keys_and_tokens_rotate_from_their_files_without_a_restart() {
+    use crate::support::{KEY_A, KEY_B, fixtures};
+    let double = Double::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key_file, token_file) = (dir.path().join("pd-key"), dir.path().join("token"));
+    std::fs::write(&key_file, KEY_A).expect("key");
+    std::fs::write(&token_file, "first-token-0001\n").expect("token");
+    let action = format!("oncall=file:{}", key_file.display());
+    let token = format!("file:{}", token_file.display());
+    let pd_url = double.url();
+    let bridge = Bridge::serve(&[
+        "--pagerduty-url",
+        &pd_url,
+        "--action",
+        &action,
+        "--webhook-token",
+        &token,
+        "--secret-refresh",
+        "1s",
+    ]);
+    let failed = std::fs::read(fixtures().join("examples/flow-run-failed.json")).expect("fixture");
+    let send = |token: &'static str, body: Vec<u8>| {
+        let url = bridge.intake("oncall");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .expect("post")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(send("first-token-0001", failed.clone()).await, 202);
+    double
+        .wait_until(Duration::from_secs(10), "the first page", |r| {
+            r.iter().any(|r| r.body["routing_key"] == KEY_A)
+        })
+        .await;
+
+    std::fs::write(&key_file, format!("{KEY_B}\n")).expect("key");
+    std::fs::write(&token_file, "second-token-0002").expect("token");
+    // A repeat of the first event is a duplicate (200, nothing sent): it
+    // shows which token opens the intake.
+    crate::support::wait::holds(Duration::from_secs(10), "the new token opens the intake", || {
+        let probe = send("second-token-0002", failed.clone());
+        async move { probe.await == 200 }
+    })
+    .await;
+    assert_eq!(
+        send("first-token-0001", failed.clone()).await,
+        401,
+        "the old token still opens it"
+    );
+
+    let other_run = String::from_utf8(failed.clone())
+        .expect("utf-8")
+        .replace("prefect.flow-run.", "prefect.flow-run.0")
+        .replace("\"id\": \"", "\"id\": \"0");
+    assert_eq!(send("second-token-0002", other_run.into_bytes()).await, 202);
+    double
+        .wait_until(Duration::from_secs(10), "a page with the new key", |r| {
+            r.iter().any(|r| r.body["routing_key"] == KEY_B)
+        })
+        .await;
+
+    // The files go away: the last good values stay, and it is logged when
+    // they are next needed.
+    std::fs::remove_file(&key_file).expect("rm");
+    std::fs::remove_file(&token_file).expect("rm");
+    crate::support::wait::holds(Duration::from_secs(10), "the unreadable file is logged", || {
+        let probe = send("second-token-0002", failed.clone());
+        let logs = &bridge;
+        async move {
+            probe.await;
+            logs.logs().iter().any(|l| l.contains("could not be read again"))
+        }
+    })
+    .await;
+    assert_eq!(send("second-token-0002", failed.clone()).await, 200);
+    let key_b = double
+        .received()
+        .iter()
+        .filter(|r| r.body["routing_key"] == KEY_B)
+        .count();
+    assert_eq!(key_b, 1, "one event with the new key");
+}
