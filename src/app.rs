@@ -49,7 +49,7 @@ impl App {
         let client = if config.dry_run {
             None
         } else {
-            Some(Client::try_new(&config.pagerduty_url)?)
+            Some(Client::try_new(&config.pagerduty_url, &config.egress)?)
         };
         let seen = crate::dedup::Limits {
             ttl: config.dedup_ttl,
@@ -73,7 +73,8 @@ impl App {
         let actions = Arc::new(std::sync::RwLock::new(actions));
         let lookups = match &config.prefect {
             Some(p) => {
-                let client = crate::prefect_api::Client::try_new(p.api_url.clone(), p.auth.clone())?;
+                let client =
+                    crate::prefect_api::Client::try_new(p.api_url.clone(), p.auth.clone(), &config.egress)?;
                 Some(Lookups::new(
                     client,
                     p.cache,

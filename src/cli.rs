@@ -111,19 +111,29 @@ pub fn spool(args: &SpoolArgs) -> anyhow::Result<Value> {
 /// # Errors
 /// Invalid flags, or Prefect (or the bridge) could not be read.
 pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
-    let (conn, bridge_token, json) = match &args.op {
+    let (conn, egress, bridge_token, json) = match &args.op {
         PrefectOp::Check {
             conn,
+            egress,
             bridge_token,
             json,
-        } => (conn, bridge_token, json),
+        } => (conn, config::egress(egress)?, bridge_token, json),
         PrefectOp::Setup {
             conn,
+            egress,
             actions,
             webhook_token,
             dry_run,
             remove,
-        } => return prefect_setup(conn, actions, webhook_token.as_deref(), *dry_run, *remove),
+        } => {
+            let how = SetupHow {
+                egress: config::egress(egress)?,
+                webhook_token: webhook_token.as_deref(),
+                dry_run: *dry_run,
+                remove: *remove,
+            };
+            return prefect_setup(conn, actions, &how);
+        }
     };
     let ((api, auth), bridge) = config::prefect_client(conn)?
         .context("prefect check needs --prefect-api-url (or PPB_PREFECT_API_URL)")?;
@@ -136,9 +146,9 @@ pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
         .build()
         .context("starting a runtime")?;
     let report = rt.block_on(async {
-        let client = crate::prefect_api::Client::try_new(api, auth)?;
+        let client = crate::prefect_api::Client::try_new(api, auth, &egress)?;
         let known = match &bridge {
-            Some(b) => Some(bridge_actions(b, token.as_ref()).await?),
+            Some(b) => Some(bridge_actions(b, token.as_ref(), &egress).await?),
             None => None,
         };
         crate::prefect_api::check::check(&client, bridge.as_ref(), known.as_deref())
@@ -166,9 +176,13 @@ pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
 }
 
 /// The action names the bridge at `bridge` has (`GET /v1/actions`).
-async fn bridge_actions(bridge: &url::Url, token: Option<&Secret>) -> anyhow::Result<Vec<String>> {
+async fn bridge_actions(
+    bridge: &url::Url,
+    token: Option<&Secret>,
+    egress: &crate::outbound::Egress,
+) -> anyhow::Result<Vec<String>> {
     let url = format!("{}/v1/actions", bridge.as_str().trim_end_matches('/'));
-    let mut req = crate::outbound::client()?.get(&url);
+    let mut req = crate::outbound::client(egress)?.get(&url);
     if let Some(t) = token {
         req = req.bearer_auth(t.expose());
     }
@@ -190,20 +204,28 @@ async fn bridge_actions(bridge: &url::Url, token: Option<&Secret>) -> anyhow::Re
         .collect())
 }
 
+/// How `prefect setup` runs, beside where Prefect is and which actions.
+struct SetupHow<'a> {
+    egress: crate::outbound::Egress,
+    webhook_token: Option<&'a str>,
+    dry_run: bool,
+    remove: bool,
+}
+
 fn prefect_setup(
     conn: &config::PrefectConnArgs,
     actions: &[String],
-    webhook_token: Option<&str>,
-    dry_run: bool,
-    remove: bool,
+    how: &SetupHow<'_>,
 ) -> anyhow::Result<(String, bool)> {
+    let (dry_run, remove) = (how.dry_run, how.remove);
     use crate::prefect_api::setup;
     for a in actions {
         crate::actions::check_name(a)?;
     }
     let ((api, auth), bridge) = config::prefect_client(conn)?
         .context("prefect setup needs --prefect-api-url (or PPB_PREFECT_API_URL)")?;
-    let token = webhook_token
+    let token = how
+        .webhook_token
         .map(|t| config::secret("--webhook-token", t))
         .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -211,7 +233,7 @@ fn prefect_setup(
         .build()
         .context("starting a runtime")?;
     let steps = rt.block_on(async {
-        let client = crate::prefect_api::Client::try_new(api, auth)?;
+        let client = crate::prefect_api::Client::try_new(api, auth, &how.egress)?;
         let steps = if remove {
             setup::remove(&client, actions, dry_run).await?
         } else {

@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::logging::LogFormat;
 pub use serve::ConfigError;
-pub(crate) use serve::{ServeConfig, actions, prefect_client, secret, translate_options};
+pub(crate) use serve::{ServeConfig, actions, egress, prefect_client, secret, translate_options};
 use values::{ByteSize, Rate, Span};
 
 /// The bridge's command line.
@@ -86,6 +86,16 @@ pub struct PrefectConnArgs {
     pub(crate) bridge_url: Option<url::Url>,
 }
 
+/// How the bridge's own requests leave (to PagerDuty, Prefect, itself).
+#[derive(Debug, Args, Clone, Default)]
+pub struct EgressArgs {
+    /// A PEM file of CA certificates to trust besides the system's (or SSL_CERT_FILE's), e.g.
+    /// a TLS-intercepting egress proxy's. Proxies come from HTTPS_PROXY, HTTP_PROXY and
+    /// NO_PROXY.
+    #[arg(long, env = "PPB_CA_FILE", value_name = "PATH")]
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
 /// `prefect` flags.
 #[derive(Debug, Args)]
 pub struct PrefectArgs {
@@ -104,6 +114,9 @@ pub enum PrefectOp {
         /// How to reach Prefect.
         #[command(flatten)]
         conn: PrefectConnArgs,
+        /// How requests leave.
+        #[command(flatten)]
+        egress: EgressArgs,
         /// An action to wire (repeatable): the last segment of /v1/prefect/{action}.
         #[arg(long = "action", value_name = "NAME", required = true)]
         actions: Vec<String>,
@@ -130,6 +143,9 @@ pub enum PrefectOp {
         /// How to reach Prefect.
         #[command(flatten)]
         conn: PrefectConnArgs,
+        /// How requests leave.
+        #[command(flatten)]
+        egress: EgressArgs,
         /// A viewer token for the bridge's API (with --bridge-url, to list its actions); may be
         /// env:VAR or file:PATH.
         #[arg(long, env = "PPB_BRIDGE_TOKEN", value_name = "SECRET", hide_env_values = true)]
@@ -436,6 +452,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) prefect: PrefectConnArgs,
+
+    #[command(flatten)]
+    pub(crate) egress: EgressArgs,
 
     /// How often to look for webhooks Prefect dropped (`off`: never).
     #[arg(

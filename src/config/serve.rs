@@ -169,6 +169,8 @@ pub(crate) struct ServeConfig {
     pub(crate) metrics_listen: Option<SocketAddr>,
     /// Prefect's API, when `--prefect-api-url` is given.
     pub(crate) prefect: Option<PrefectApi>,
+    /// How requests leave.
+    pub(crate) egress: crate::outbound::Egress,
     /// Reconciliation with Prefect, when its API is given and it is not off.
     pub(crate) reconcile: Option<crate::prefect_api::reconcile::Settings>,
 }
@@ -236,6 +238,17 @@ fn reconcile(
         ));
     }
     Ok(interval.map(|interval| crate::prefect_api::reconcile::Settings { interval, lookback }))
+}
+
+/// How requests leave: `--ca-file` read and checked.
+///
+/// # Errors
+/// A CA file that cannot be read or holds no certificate.
+pub(crate) fn egress(args: &super::EgressArgs) -> Result<crate::outbound::Egress, ConfigError> {
+    match &args.ca_file {
+        Some(path) => crate::outbound::Egress::with_ca_file(path).map_err(|e| invalid("--ca-file", e)),
+        None => Ok(crate::outbound::Egress::default()),
+    }
 }
 
 /// Reads a secret flag (`env:`/`file:` forms).
@@ -401,6 +414,7 @@ impl ServeConfig {
             metrics_listen: args.metrics_listen,
             reconcile: reconcile(args, prefect.as_ref())?,
             prefect,
+            egress: egress(&args.egress)?,
         })
     }
 }
@@ -503,6 +517,9 @@ mod tests {
             (&["--prefect-api-key", "k"], "--prefect-api-key"),
             (&["--prefect-api-url", "ftp://p/api"], "--prefect-api-url"),
             (&["--prefect-cache-ttl", "0s"], "--prefect-cache-ttl"),
+            (&["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+            (&["--ca-file", "Cargo.toml"], "--ca-file"),
+            (&["--secret-refresh", "0s"], "--secret-refresh"),
             (&["--prefect-cache-capacity", "0"], "--prefect-cache-capacity"),
             (&["--prefect-lookup-timeout", "0s"], "--prefect-lookup-timeout"),
         ] {

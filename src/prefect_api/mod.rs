@@ -115,9 +115,13 @@ impl Client {
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
-    pub(crate) fn try_new(base: url::Url, auth: Option<Auth>) -> Result<Self, crate::outbound::BuildError> {
+    pub(crate) fn try_new(
+        base: url::Url,
+        auth: Option<Auth>,
+        egress: &crate::outbound::Egress,
+    ) -> Result<Self, crate::outbound::BuildError> {
         Ok(Self {
-            http: crate::outbound::client()?,
+            http: crate::outbound::client(egress)?,
             base,
             auth,
         })

@@ -36,8 +36,11 @@ impl Client {
     ///
     /// # Errors
     /// When the TLS stack cannot be set up (no crypto provider installed).
-    pub fn try_new(base: &url::Url) -> Result<Self, crate::outbound::BuildError> {
-        let http = crate::outbound::client()?;
+    pub(crate) fn try_new(
+        base: &url::Url,
+        egress: &crate::outbound::Egress,
+    ) -> Result<Self, crate::outbound::BuildError> {
+        let http = crate::outbound::client(egress)?;
         Ok(Self {
             http,
             enqueue_url: enqueue_url(base),

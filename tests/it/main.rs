@@ -2,6 +2,7 @@
 
 mod support;
 
+mod egress;
 mod faults;
 mod golden;
 mod hostile;

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod gate;
 pub mod limit;
 pub mod pagerduty;
+pub mod proxy;
 pub mod spec;
 pub mod wait;
 

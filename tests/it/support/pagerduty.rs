@@ -152,6 +152,11 @@ impl Double {
         format!("http://{}", self.addr)
     }
 
+    /// Its loopback address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// How valid events are answered from now on.
     pub fn set_reply(&self, reply: Reply) {
         *self.shared.default.lock().expect("lock") = reply;
