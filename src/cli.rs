@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::actions::Action;
 use crate::app::App;
 use crate::config::{
-    self, PrefectArgs, PrefectOp, ServeArgs, ServeConfig, SpoolArgs, SpoolOp, TranslateArgs,
+    self, HealthcheckArgs, PrefectArgs, PrefectOp, ServeArgs, ServeConfig, SpoolArgs, SpoolOp, TranslateArgs,
 };
 use crate::secret::Secret;
 use crate::{prefect, shutdown, translate};
@@ -24,6 +24,51 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     shutdown::signal().await;
     app.shutdown().await;
     Ok(())
+}
+
+/// Asks a running bridge whether it is alive; `Ok` with what it answered
+/// when it answered 200.
+///
+/// # Errors
+/// No answer in time, or another status.
+pub fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<String> {
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => {
+            let ip = match args.listen.ip() {
+                std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                ip => ip,
+            };
+            let scheme = if args.tls_cert.is_some() { "https" } else { "http" };
+            let addr = std::net::SocketAddr::new(ip, args.listen.port());
+            url::Url::parse(&format!("{scheme}://{addr}/healthz")).context("building the health URL")?
+        }
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let egress = config::egress(&args.egress)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    rt.block_on(async {
+        let client = crate::outbound::health_client(&egress, loopback)?;
+        let res = client
+            .get(url.clone())
+            .timeout(args.timeout.0)
+            .send()
+            .await
+            .with_context(|| format!("{url} did not answer"))?;
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "{url} answered {status}: {}", body.trim());
+        Ok(format!("{url}: {status} {}", body.trim()))
+    })
 }
 
 /// The events `serve` would send for one payload, as a JSON array.

@@ -39,6 +39,19 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Healthcheck(h) => {
+            // 1, not 2, for any failure: what health checks expect.
+            return match cli::healthcheck(h) {
+                Ok(said) => {
+                    println!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("prefect-pagerduty-bridge healthcheck: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Command::Serve(s) => {
             let log = match prefect_pagerduty_bridge::logging::init(s.log_format, &s.log_filter) {
                 Ok(guard) => guard,

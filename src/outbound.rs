@@ -83,3 +83,24 @@ pub(crate) fn client(egress: &Egress) -> Result<reqwest::Client, BuildError> {
         .tls_certs_merge(egress.extra_roots.iter().cloned())
         .build()?)
 }
+
+/// A client for the bridge's own health endpoint. On loopback the
+/// certificate is not verified: it names the service, not 127.0.0.1, and
+/// whoever can answer on the host's loopback is already inside.
+///
+/// # Errors
+/// As [`client`].
+pub(crate) fn health_client(egress: &Egress, loopback: bool) -> Result<reqwest::Client, BuildError> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!(
+            "prefect-pagerduty-bridge/",
+            env!("CARGO_PKG_VERSION"),
+            " healthcheck"
+        ))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tls_certs_merge(egress.extra_roots.iter().cloned())
+        .tls_danger_accept_invalid_certs(loopback)
+        .build()?)
+}

@@ -49,6 +49,39 @@ pub enum Command {
     Spool(SpoolArgs),
     /// Work with the Prefect server the bridge serves: check the automations that call it.
     Prefect(PrefectArgs),
+    /// Ask a running bridge whether it is alive (GET /healthz): exit 0 when it answers 200, 1
+    /// otherwise. For container health checks in images without a shell or curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `healthcheck` flags.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The health URL. Default: /healthz on loopback at the port of --listen, https when
+    /// --tls-cert is set (as `serve` reads them, so the same environment serves both).
+    #[arg(long, env = "PPB_HEALTHCHECK_URL", value_name = "URL")]
+    pub(crate) url: Option<url::Url>,
+
+    /// Where `serve` listens.
+    #[arg(
+        long,
+        env = "PPB_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub(crate) listen: SocketAddr,
+
+    /// `serve`'s certificate: when set, the default URL is https. On loopback the certificate
+    /// is not verified (it names the service, not 127.0.0.1); elsewhere it is.
+    #[arg(long, env = "PPB_TLS_CERT", value_name = "PATH")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// Longest to wait for the answer.
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub(crate) timeout: Span,
+
+    #[command(flatten)]
+    pub(crate) egress: EgressArgs,
 }
 
 /// How to reach Prefect's API.

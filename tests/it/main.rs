@@ -5,6 +5,7 @@ mod support;
 mod egress;
 mod faults;
 mod golden;
+mod healthcheck;
 mod hostile;
 mod intake;
 mod metrics;
