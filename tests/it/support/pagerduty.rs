@@ -114,8 +114,13 @@ impl Drop for Double {
 impl Double {
     /// Starts on a free loopback port, answering 202.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on `addr` (`0.0.0.0:<port>` for containers to reach it).
+    pub async fn start_on(addr: &str) -> Self {
         super::limit::arm();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind double");
+        let listener = TcpListener::bind(addr).await.expect("bind double");
         let addr = listener.local_addr().expect("double addr");
         let shared = Arc::new(Shared {
             spec: Spec::load(),
