@@ -170,8 +170,10 @@ pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
             webhook_token,
             dry_run,
             remove,
+            wait,
         } => {
             let how = SetupHow {
+                wait: wait.0,
                 egress: config::egress(egress)?,
                 webhook_token: webhook_token.as_deref(),
                 dry_run: *dry_run,
@@ -251,6 +253,7 @@ async fn bridge_actions(
 
 /// How `prefect setup` runs, beside where Prefect is and which actions.
 struct SetupHow<'a> {
+    wait: std::time::Duration,
     egress: crate::outbound::Egress,
     webhook_token: Option<&'a str>,
     dry_run: bool,
@@ -279,6 +282,16 @@ fn prefect_setup(
         .context("starting a runtime")?;
     let steps = rt.block_on(async {
         let client = crate::prefect_api::Client::try_new(api, auth, &how.egress)?;
+        let deadline = tokio::time::Instant::now() + how.wait;
+        while let Err(e) = client.health().await {
+            if tokio::time::Instant::now() >= deadline {
+                if how.wait.is_zero() {
+                    break;
+                }
+                anyhow::bail!("Prefect's API did not answer within {:?}: {e}", how.wait);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
         let steps = if remove {
             setup::remove(&client, actions, dry_run).await?
         } else {

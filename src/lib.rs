@@ -4,7 +4,7 @@
 //! # Layout
 //! Data flows one way: intake → translate → spool → deliver.
 //! - [`config`]: the command line and its validated values (every flag has a
-//!   `PPB_*` environment twin); the only module that reads the environment.
+//!   `PPB_*` environment twin); the only module that reads the environment (but for an `env:` secret).
 //! - `server`: HTTP: accept loop and limits, the route table with who may
 //!   call each route, the Prefect intake, the API; one place maps errors to HTTP.
 //! - [`prefect`] (pure): reads every Prefect payload shape into a `Notification`.

@@ -29,13 +29,8 @@ WORK=$(mktemp -d)
 DOUBLE_PID=
 pass=0
 fail=0
-
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # check NAME COMMAND...
-    local name=$1; shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
+# shellcheck source=deploy/container/lib.sh
+. "$ROOT/deploy/container/lib.sh"
 
 cleanup() {
     podman rm -f -t 0 "$NAME" >/dev/null 2>&1
@@ -51,32 +46,10 @@ for f in "$BIN" "$DOUBLE_BIN"; do
 done
 
 # --- The image: the Dockerfile's final stage, fed local files -------------
-# The final stage's instructions are taken from the Dockerfile itself, so
-# the image tested is the layout users build; only its base (distroless cc:
-# glibc, libgcc, CA certificates, a nonroot user) is assembled here from
-# this machine's files, as no registry is reachable.
-ctx=$WORK/context
-mkdir -p "$ctx/base/etc/ssl/certs" "$ctx/out/data"
-cp "$BIN" "$ctx/out/prefect-pagerduty-bridge"
-for lib in $(ldd "$BIN" | grep -o '/[^ ]*'); do
-    mkdir -p "$ctx/base$(dirname "$lib")"
-    cp -L "$lib" "$ctx/base$lib"
-done
-cp -L /etc/ssl/certs/ca-certificates.crt "$ctx/base/etc/ssl/certs/"
-printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$ctx/base/etc/passwd"
-printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/base/etc/group"
-mkdir -p "$ctx/base/tmp" "$ctx/base/home/nonroot"
-{
-    echo "FROM scratch"
-    echo "COPY base/ /"
-    # Everything after the last FROM, with the build stage's /out/ as local files.
-    awk '/^FROM /{buf=""; next} {buf = buf $0 "\n"} END {printf "%s", buf}' "$ROOT/Dockerfile" |
-        sed -e 's#--from=build ##' -e 's# /out/# out/#'
-} >"$ctx/Containerfile"
-if podman build --format docker -q -t "$IMAGE" -f "$ctx/Containerfile" "$ctx" >/dev/null; then
+if PPB_BIN=$BIN "$ROOT/deploy/container/build-image.sh" "$IMAGE" >"$WORK/build.log" 2>&1; then
     ok "image builds from the Dockerfile's final stage"
 else
-    bad "image builds from the Dockerfile's final stage"
+    bad "image builds from the Dockerfile's final stage"; cat "$WORK/build.log"
     echo "$pass passed, $fail failed"
     exit 1
 fi
@@ -84,42 +57,7 @@ size=$(podman image inspect -f '{{.Size}}' "$IMAGE")
 check "image is under 25 MB ($((size / 1000)) kB)" test "$size" -lt 25000000
 
 # --- The PagerDuty double, on the host -----------------------------------
-DPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])')
-start_double() {
-    PPB_TEST_LIMIT_SECS=100000 "$DOUBLE_BIN" "0.0.0.0:$DPORT" >>"$WORK/double.jsonl" 2>>"$WORK/double.err" &
-    DOUBLE_PID=$!
-    for _ in $(seq 50); do
-        grep -q '^listening' "$WORK/double.jsonl" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-stop_double() { kill "$DOUBLE_PID" 2>/dev/null; wait "$DOUBLE_PID" 2>/dev/null; DOUBLE_PID=; }
-# received KEY ACTION DEDUP_PREFIX: how many valid events the double took.
-received() {
-    python3 - "$WORK/double.jsonl" "$@" <<'EOF'
-import json, sys
-path, key, action, dedup = sys.argv[1:5]
-n = 0
-for line in open(path):
-    if not line.startswith("{"):
-        continue
-    r = json.loads(line)
-    b = r["body"] or {}
-    if (r["status"] == 202 and not r["errors"] and b.get("routing_key") == key
-            and b.get("event_action") == action and b.get("dedup_key", "").startswith(dedup)):
-        n += 1
-print(n)
-EOF
-}
-wait_received() { # wait_received SECONDS KEY ACTION DEDUP_PREFIX COUNT
-    local until=$((SECONDS + $1))
-    while [ $SECONDS -le $until ]; do
-        [ "$(received "$2" "$3" "$4")" -ge "$5" ] && return 0
-        sleep 0.2
-    done
-    return 1
-}
+DPORT=$(free_port)
 check "the PagerDuty double starts on the host" start_double
 
 # --- Running it -------------------------------------------------------------
@@ -127,7 +65,7 @@ mkdir -p "$WORK/secrets"
 printf '%s\n' "$TOKEN" >"$WORK/secrets/token"
 printf '%s\n' "$KEY_FILE" >"$WORK/secrets/pd-key"
 chmod 0444 "$WORK/secrets/"*
-HPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])')
+HPORT=$(free_port)
 podman volume create "$VOLUME" >/dev/null
 
 run_bridge() {
@@ -172,6 +110,8 @@ pid=$(podman inspect -f '{{.State.Pid}}' "$NAME")
 check "runs as uid 65532" test "$(awk '/^Uid:/ {print $2}' /proc/"$pid"/status)" = 65532
 check "read-only root filesystem" test "$(podman inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$NAME")" = true
 check "no capabilities" test "$(awk '/^CapEff:/ {print $2}' /proc/"$pid"/status)" = 0000000000000000
+rss_kib=$(awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status)
+check "idle RSS $((rss_kib / 1024)) MiB, under the manifests' 32 MiB request" test "$rss_kib" -lt 32768
 check "no new privileges" test "$(awk '/^NoNewPrivs:/ {print $2}' /proc/"$pid"/status)" = 1
 
 failed=$ROOT/fixtures/examples/flow-run-failed.json
@@ -213,6 +153,7 @@ podman rm -f -t 5 "$NAME" >/dev/null 2>&1
 
 # --- The Kubernetes Deployment, started with podman kube play ------------
 kube_image=$(awk '/image:/ {print $2; exit}' "$ROOT/deploy/kubernetes/bridge.yaml")
+cat "$ROOT/deploy/kubernetes/secret-and-spool.yaml" <(echo ---) "$ROOT/deploy/kubernetes/bridge.yaml" >"$WORK/kube-shipped.yaml"
 podman tag "$IMAGE" "$kube_image"
 # The manifest as users apply it, with the Secret's values for this test
 # and the PagerDuty URL of the double. Podman 4.3 (Debian 12) cannot mount a
@@ -224,10 +165,11 @@ mkdir -p "$WORK/kube-secrets"
 printf '%s' "$KEY_ENV" >"$WORK/kube-secrets/pagerduty-key"
 printf '%s' "$TOKEN" >"$WORK/kube-secrets/webhook-token"
 chmod 0444 "$WORK/kube-secrets/"*
-python3 - "$ROOT/deploy/kubernetes/bridge.yaml" "$WORK/kube.yaml" "$WORK/kube-secrets" "$DPORT" <<'EOF'
+python3 - "$WORK/kube-shipped.yaml" "$WORK/kube.yaml" "$WORK/kube-secrets" "$DPORT" <<'EOF'
 import sys
 src, dst, secrets, port = sys.argv[1:5]
-docs = open(src).read().split("\n---\n")
+import re
+docs = [d.strip("\n") for d in re.split(r"^---$", open(src).read(), flags=re.M)]
 docs = [d for d in docs if "\nkind: Secret\n" not in "\n" + d]
 text = "\n---\n".join(docs)
 secret_volume = (

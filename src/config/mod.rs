@@ -168,6 +168,10 @@ pub enum PrefectOp {
         /// Delete what setup made for these actions, and nothing else.
         #[arg(long)]
         remove: bool,
+        /// Wait up to this long for Prefect's API to answer first (for a one-shot service
+        /// started beside a Prefect server that is still starting).
+        #[arg(long, default_value = "0s", value_name = "DURATION")]
+        wait: Span,
     },
     /// Report every automation calling this bridge with a problem (empty or non-JSON payload, no
     /// recovery state, disabled, an action the bridge lacks, many calls on one event). Exits 0

@@ -328,6 +328,14 @@ impl Client {
         Ok(page.events.into_iter().next())
     }
 
+    /// Whether the API answers its health check.
+    ///
+    /// # Errors
+    /// See [`Error`].
+    pub(crate) async fn health(&self) -> Result<(), Error> {
+        self.change(self.http.get(self.url("health"))).await.map(|_| ())
+    }
+
     /// The object at `path` (`flow_runs/<id>`, …); `None` when Prefect has
     /// no such object.
     ///
