@@ -2,7 +2,11 @@
 //! one attempt: a refused connection, a timeout or its own transport race
 //! loses the page, and Prefect records it as a
 //! `prefect.automation.action.failed` event (a non-2xx answer as
-//! `action.executed` with its `status_code`; docs/prefect.md §5, §8).
+//! `action.executed` with its `status_code`; docs/prefect.md §5, §8). A
+//! call that arrived with an empty body (Prefect's default payload) or one
+//! the bridge could not read is recovered the same way: the bridge's answer,
+//! which Prefect keeps in `action.executed`, says `unrecognised`, and the
+//! triggering event gives the page the run's details the body lacked.
 //!
 //! Every interval, this reads those events since its checkpoint (less an
 //! overlap, for events written late), keeps the call-webhook ones whose
@@ -220,11 +224,7 @@ impl Reconciler {
         if payload["action_type"] != "call-webhook" {
             return Ok(None);
         }
-        if event["event"] == EXECUTED
-            && payload["status_code"]
-                .as_u64()
-                .is_some_and(|s| (200..300).contains(&s))
-        {
+        if event["event"] == EXECUTED && delivered_readably(payload) {
             return Ok(None);
         }
         let (Some(block), Some(triggering)) = (
@@ -286,6 +286,21 @@ impl Reconciler {
     }
 }
 
+/// Whether an executed call-webhook reached the bridge with a body it could
+/// read: a 2xx whose answer (as Prefect kept it) does not say the payload
+/// was unrecognised. An empty body (Prefect's default payload) or an
+/// unreadable template got a fail-open page without the run's details; the
+/// triggering event, fetched from Prefect, gives the real one.
+fn delivered_readably(payload: &Value) -> bool {
+    let success = payload["status_code"]
+        .as_u64()
+        .is_some_and(|s| (200..300).contains(&s));
+    let unreadable = payload["response_body"]
+        .as_str()
+        .is_some_and(|b| b.contains(r#""payload_format":"unrecognised""#));
+    success && !unreadable
+}
+
 /// The id of an event's related resource with `role`, without `prefix`.
 fn related(event: &Value, role: &str, prefix: &str) -> Option<String> {
     event["related"].as_array()?.iter().find_map(|r| {
@@ -307,6 +322,18 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_says_unrecognised_is_not_a_delivery() {
+        let ok = serde_json::json!({"status_code": 202,
+            "response_body": r#"{"status":"accepted","payload_format":"prefect-event"}"#});
+        assert!(delivered_readably(&ok));
+        let empty = serde_json::json!({"status_code": 202,
+            "response_body": r#"{"status":"accepted","action":"oncall","payload_format":"unrecognised"}"#});
+        assert!(!delivered_readably(&empty));
+        assert!(!delivered_readably(&serde_json::json!({"status_code": 500})));
+        assert!(!delivered_readably(&serde_json::json!({})));
+    }
 
     #[test]
     fn related_resources_are_found_by_role() {

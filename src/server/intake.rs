@@ -1,6 +1,11 @@
 //! `POST /v1/prefect/{action}`: read the body → parse → translate → drop
 //! duplicates → commit to the spool (fsync'd) → answer. Answers before
 //! delivery, well inside Prefect's 5 s timeout (docs/prefect.md §5).
+//!
+//! Every answer names the `payload_format` it recognised. Prefect keeps the
+//! start of each answer in its `action.executed` event, which is how
+//! reconciliation finds the webhooks that arrived with an empty or
+//! unreadable body and pages their triggering events properly.
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -92,7 +97,8 @@ where
                 Outcome::Ignored,
                 response::json(
                     StatusCode::OK,
-                    &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key}),
+                    &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key,
+                            "payload_format": notification.format.as_str()}),
                 ),
             ));
         }
@@ -102,6 +108,7 @@ where
                 response::json(
                     StatusCode::ACCEPTED,
                     &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
+                            "payload_format": notification.format.as_str(),
                             "detail": "the trigger it resolves was still queued; neither is sent"}),
                 ),
             ));
@@ -115,6 +122,7 @@ where
                 response::json(
                     StatusCode::OK,
                     &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
+                            "payload_format": notification.format.as_str(),
                             "event_action": event_action}),
                 ),
             ));

@@ -7,6 +7,8 @@ Usage (PREFECT_API_URL must point at the server):
                                       automations calling the bridge, each wrong in one way
   prefect_e2e.py fanout <bridge-url> <n>
                                       n automations, each calling its own action fan<i> on Failed
+  prefect_e2e.py empty <intake-url>   a Webhook block and an automation on flow-run Failed and
+                                      Completed with Prefect's default, empty payload
   prefect_e2e.py fail <marker-file>   run a flow that fails (the marker file does not exist yet)
   prefect_e2e.py retry <run-id> <marker-file>
                                       what Prefect's Retry button does: set the run to
@@ -127,6 +129,31 @@ def fanout(bridge_url, count, refused_url=None, refused=0):
     return {"automations": made}
 
 
+def empty(intake_url):
+    from prefect.blocks.webhook import Webhook
+
+    block_id = Webhook(method="POST", url=intake_url, headers={}).save("ppb-empty", overwrite=True)
+    body = {
+        "name": "ppb-empty-payload",
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Reactive",
+            "expect": ["prefect.flow-run.Failed", "prefect.flow-run.Completed"],
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": 0,
+        },
+        # No "payload": Prefect's default, an empty body.
+        "actions": [{"type": "call-webhook", "block_document_id": str(block_id)}],
+    }
+    r = httpx.post(f"{API}/automations/", json=body, timeout=30)
+    r.raise_for_status()
+    time.sleep(3)
+    return {"automation": r.json()["id"]}
+
+
 def make_flow(marker):
     from prefect import flow
 
@@ -164,5 +191,7 @@ def retry(run_id, marker):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"setup": setup, "broken": broken, "fanout": fanout, "fail": fail, "retry": retry}[cmd](*args)
+    out = {"setup": setup, "broken": broken, "empty": empty, "fanout": fanout, "fail": fail, "retry": retry}[cmd](
+        *args
+    )
     print(json.dumps(out))

@@ -981,3 +981,79 @@ async fn prefect_answering_500_delays_recovery_and_lookups_but_loses_nothing() {
         "the flow run was not looked up exactly once"
     );
 }
+
+/// An automation left with Prefect's default, empty payload: the webhook
+/// arrives with nothing in it and gets the fail-open page. Prefect keeps the
+/// bridge's answer (`unrecognised`) in its `action.executed` event, so
+/// reconciliation fetches the triggering event and pages the run properly:
+/// its dedup key, its flow's name; and the run's completion, also sent
+/// empty, resolves that page the same way. Each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_payload_webhook_is_paged_with_the_run_it_was_about() {
+    if std::env::var_os("PPB_SKIP_PREFECT_E2E").is_some() {
+        eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
+        return;
+    }
+    let prefect = Prefect::start().await;
+    let double = Double::start().await;
+    let (pd_url, action, api) = (
+        double.url(),
+        format!("oncall={KEY_A}"),
+        format!("{}/api", prefect.ui),
+    );
+    let bridge = Bridge::serve(&[
+        "--pagerduty-url",
+        pd_url.as_str(),
+        "--action",
+        action.as_str(),
+        "--prefect-api-url",
+        api.as_str(),
+        "--reconcile-interval",
+        "2s",
+    ]);
+    prefect.driver(&["empty", &bridge.intake("oncall")]).await;
+    let marker = prefect.home.path().join("empty-marker");
+    let marker = marker.to_str().expect("utf-8 path");
+    let failed = prefect.driver(&["fail", marker]).await;
+    let run = failed["flow_run_id"].as_str().expect("run id").to_owned();
+    let key = format!("prefect/flow-run/{run}");
+    let count = |r: &[crate::support::pagerduty::Received], action: &str| {
+        r.iter()
+            .filter(|r| r.dedup_key() == key && r.action() == action && r.status == 202)
+            .count()
+    };
+
+    let got = double
+        .wait_until(Duration::from_secs(60), "the run's own page", |r| {
+            count(r, "trigger") >= 1
+        })
+        .await;
+    assert!(
+        got.iter()
+            .any(|r| r.dedup_key().starts_with("prefect/unrecognised/oncall/")),
+        "the empty webhook itself was not paged (fail open)"
+    );
+    let page = got.iter().find(|r| r.dedup_key() == key).expect("the run's page");
+    assert!(page.errors.is_empty(), "{:?}", page.errors);
+    let summary = page.body["payload"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("ppb-e2e-flow"), "{summary}");
+
+    prefect.driver(&["retry", &run, marker]).await;
+    double
+        .wait_until(Duration::from_secs(60), "the run's resolve", |r| {
+            count(r, "resolve") >= 1
+        })
+        .await;
+    // Two more passes: still once each.
+    let spool_url = format!("{}/v1/spool", bridge.url());
+    let passes = |s: &Value| s["reconcile"]["last_success"].as_str().map(str::to_owned);
+    for _ in 0..2 {
+        let before = passes(&crate::support::get_json(&spool_url).await);
+        crate::support::wait::holds(Duration::from_secs(30), "another pass", || async {
+            passes(&crate::support::get_json(&spool_url).await) != before
+        })
+        .await;
+    }
+    let all = double.received();
+    assert_eq!((count(&all, "trigger"), count(&all, "resolve")), (1, 1));
+}
