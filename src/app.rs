@@ -51,11 +51,14 @@ impl App {
         } else {
             Some(Client::try_new(&config.pagerduty_url, &config.egress)?)
         };
-        let seen = crate::dedup::Limits {
-            ttl: config.dedup_ttl,
-            capacity: config.dedup_capacity,
+        let retention = crate::spool::Retention {
+            seen: crate::dedup::Limits {
+                ttl: config.dedup_ttl,
+                capacity: config.dedup_capacity,
+            },
+            open_alert_ttl: config.open_alert_ttl,
         };
-        let spool = Spool::open_file(&config.spool, config.queue_capacity, seen, metrics.clone())
+        let spool = Spool::open_file(&config.spool, config.queue_capacity, retention, metrics.clone())
             .with_context(|| format!("opening the spool {}", config.spool.display()))?;
         let mut actions = config.actions.clone();
         let fixed_actions = actions.names().into_iter().map(str::to_owned).collect();

@@ -393,6 +393,17 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_DEDUP_CAPACITY", default_value = "100000", value_name = "N")]
     pub(crate) dedup_capacity: std::num::NonZeroU64,
 
+    /// How long an alert stays open after its last trigger. After it the alert is forgotten: a
+    /// resolve for it is ignored (PagerDuty's incident stays as it is) and its row is pruned,
+    /// so alerts whose runs never recover do not pile up.
+    #[arg(
+        long,
+        env = "PPB_OPEN_ALERT_TTL",
+        default_value = "30d",
+        value_name = "DURATION"
+    )]
+    pub(crate) open_alert_ttl: Span,
+
     /// Log format.
     #[arg(long, env = "PPB_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

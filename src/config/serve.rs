@@ -171,6 +171,8 @@ pub(crate) struct ServeConfig {
     pub(crate) prefect: Option<PrefectApi>,
     /// How requests leave.
     pub(crate) egress: crate::outbound::Egress,
+    /// How long an alert stays open after its last trigger.
+    pub(crate) open_alert_ttl: Duration,
     /// Reconciliation with Prefect, when its API is given and it is not off.
     pub(crate) reconcile: Option<crate::prefect_api::reconcile::Settings>,
 }
@@ -400,6 +402,7 @@ impl ServeConfig {
             },
             dedup_ttl: args.dedup_ttl.0,
             dedup_capacity: args.dedup_capacity.get(),
+            open_alert_ttl: non_zero("--open-alert-ttl", args.open_alert_ttl.0)?,
             tokens,
             tls: match (&args.tls_cert, &args.tls_key) {
                 (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -520,6 +523,7 @@ mod tests {
             (&["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
             (&["--ca-file", "Cargo.toml"], "--ca-file"),
             (&["--secret-refresh", "0s"], "--secret-refresh"),
+            (&["--open-alert-ttl", "0s"], "--open-alert-ttl"),
             (&["--prefect-cache-capacity", "0"], "--prefect-cache-capacity"),
             (&["--prefect-lookup-timeout", "0s"], "--prefect-lookup-timeout"),
         ] {

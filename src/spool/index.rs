@@ -33,6 +33,9 @@ pub(super) struct OpenEntry {
     pub(super) alert: Open,
     /// Its row id in the store's open-alert table.
     pub(super) row: u64,
+    /// When its last trigger was accepted, unix seconds (4 bytes: there
+    /// may be very many of these).
+    pub(super) opened_s: u32,
 }
 
 /// An undelivered event, as delivery sees it. The event itself stays in the
@@ -77,6 +80,9 @@ pub(super) struct Index {
     pub(super) wire_bytes: usize,
     /// Idempotency claims.
     pub(super) seen: Seen,
+    /// How long an alert stays open after its last trigger, seconds;
+    /// after that it is gone (a resolve finds nothing to resolve).
+    pub(super) open_ttl_s: u32,
 }
 
 /// How to take back one step of a decision whose commit failed.
@@ -103,18 +109,45 @@ pub(super) fn open_row(key: &str, dedup: &str, open: OpenEntry) -> (u64, OpenRow
         dedup_key: dedup.to_owned(),
         class: open.alert.class,
         dead: open.alert.dead,
+        opened_ms: Some(i64::from(open.opened_s) * 1000),
     };
     (open.row, row)
 }
 
+/// Unix seconds of unix ms, as the index keeps them.
+pub(super) fn secs(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
 impl Index {
-    pub(super) fn new(next_id: u64, counters: Counters, seen: Seen) -> Self {
+    pub(super) fn new(next_id: u64, counters: Counters, seen: Seen, open_ttl: std::time::Duration) -> Self {
         Self {
             next_id,
             counters,
             seen,
+            open_ttl_s: u32::try_from(open_ttl.as_secs()).unwrap_or(u32::MAX),
             ..Self::default()
         }
+    }
+
+    /// Whether an open alert's time is up.
+    fn expired(&self, o: &OpenEntry, now_s: u32) -> bool {
+        now_s.saturating_sub(o.opened_s) >= self.open_ttl_s
+    }
+
+    /// Forgets the open alerts whose time is up; returns their rows, to be
+    /// deleted from the store.
+    pub(super) fn expire_open(&mut self, now_s: u32) -> Vec<u64> {
+        let ttl = self.open_ttl_s;
+        let mut rows = Vec::new();
+        self.open.retain(|_, o| {
+            let keep = now_s.saturating_sub(o.opened_s) < ttl;
+            if !keep {
+                rows.push(o.row);
+            }
+            keep
+        });
+        rows
     }
 
     pub(super) fn alert_id(&self, routing_key: &str, dedup_key: &str) -> AlertId {
@@ -159,11 +192,13 @@ impl Index {
 
     /// Sets an alert read back from the store; returns the row it replaces
     /// (an older row of the same alert, left by a failed commit).
-    pub(super) fn restore_open(&mut self, row: u64, o: &OpenRow) -> Option<u64> {
+    pub(super) fn restore_open(&mut self, row: u64, o: &OpenRow, now_s: u32) -> Option<u64> {
         let k = self.alert_id(&o.routing_key, &o.dedup_key);
+        // A row from before open times were stored counts from now.
         let entry = OpenEntry {
             alert: Open::restored(o.class, o.dead),
             row,
+            opened_s: o.opened_ms.map_or(now_s, secs),
         };
         self.open.insert(k, entry).map(|old| old.row)
     }
@@ -266,7 +301,11 @@ impl Index {
         }
         let key = self.intern(&input.record.routing_key);
         let k = self.alert_id(&key, &input.record.dedup_key);
-        let current = self.open.get(&k).copied();
+        let now_s = secs(now);
+        // An alert past --open-alert-ttl is not open any more, though its
+        // row may not be pruned yet.
+        let stored = self.open.get(&k).copied();
+        let current = stored.filter(|o| !self.expired(o, now_s));
         let queued = self.queued_triggers(&k);
         let situation = Situation {
             open: current.map(|o| o.alert),
@@ -281,20 +320,34 @@ impl Index {
         };
         // A new open row takes the id this event gets (or would get).
         let row = self.next_id;
-        match plan.open {
+        let mut open_change = plan.open;
+        // A repeated trigger keeps its row, but the TTL counts from the
+        // last trigger: once half of it has passed, the row is written
+        // again with the new time (at most one write per half TTL).
+        if let (OpenChange::Keep, Some(o), crate::translate::Disposition::Trigger(_)) =
+            (open_change, current, input.disposition)
+            && now_s.saturating_sub(o.opened_s) >= self.open_ttl_s / 2
+        {
+            open_change = OpenChange::Set(o.alert);
+        }
+        match open_change {
             OpenChange::Keep => {}
             OpenChange::Set(alert) => {
-                if let Some(old) = current {
+                if let Some(old) = stored {
                     change.open_delete.push(old.row);
                 }
-                let entry = OpenEntry { alert, row };
+                let entry = OpenEntry {
+                    alert,
+                    row,
+                    opened_s: now_s,
+                };
                 self.set_open(k, Some(entry), undo);
                 change
                     .open_put
                     .push(open_row(&key, &input.record.dedup_key, entry));
             }
             OpenChange::Close => {
-                if let Some(old) = current {
+                if let Some(old) = stored {
                     change.open_delete.push(old.row);
                 }
                 self.set_open(k, None, undo);
@@ -366,6 +419,7 @@ impl Index {
             let entry = OpenEntry {
                 alert: Open::new(class),
                 row: new_id,
+                opened_s: secs(now_ms()),
             };
             if let Some(old) = self.open.get(&k) {
                 change.open_delete.push(old.row);

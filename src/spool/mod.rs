@@ -169,6 +169,28 @@ fn after(delay: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// How long the spool remembers: Prefect event ids (idempotency), and open
+/// alerts after their last trigger.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retention {
+    /// Idempotency claims.
+    pub(crate) seen: crate::dedup::Limits,
+    /// `--open-alert-ttl`.
+    pub(crate) open_alert_ttl: Duration,
+}
+
+/// The default of `--open-alert-ttl`.
+pub(crate) const DEFAULT_OPEN_ALERT_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            seen: crate::dedup::Limits::default(),
+            open_alert_ttl: DEFAULT_OPEN_ALERT_TTL,
+        }
+    }
+}
+
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -244,7 +266,7 @@ impl Spool {
     /// When the file is in use by another bridge, or cannot be read.
     #[cfg(test)]
     pub(crate) fn open(path: &Path, capacity: usize) -> Result<Self, Error> {
-        Self::open_file(path, capacity, crate::dedup::Limits::default(), Metrics::shared())
+        Self::open_file(path, capacity, Retention::default(), Metrics::shared())
     }
 
     /// As [`Spool::open`], remembering Prefect event ids within `seen`.
@@ -254,10 +276,10 @@ impl Spool {
     pub(crate) fn open_file(
         path: &Path,
         capacity: usize,
-        seen: crate::dedup::Limits,
+        retention: Retention,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        Self::open_store(Arc::new(RedbStore::open(path)?), capacity, seen, metrics)
+        Self::open_store(Arc::new(RedbStore::open(path)?), capacity, retention, metrics)
     }
 
     /// Opens the spool on `store`. Rows that no longer decode are moved to
@@ -268,9 +290,10 @@ impl Spool {
     pub(crate) fn open_store(
         store: Arc<dyn Store>,
         capacity: usize,
-        seen: crate::dedup::Limits,
+        retention: Retention,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
+        let seen = retention.seen;
         let snap = store.snapshot()?;
         if !snap.damaged.is_empty() {
             for d in &snap.damaged {
@@ -290,7 +313,12 @@ impl Spool {
         let now_u = u64::try_from(now_ms()).unwrap_or(0);
         let mut claims = store.claims(now_u.saturating_sub(seen.ttl_ms()), seen.capacity())?;
         claims.reverse();
-        let mut index = Index::new(snap.next_id, snap.counters, Seen::new(seen));
+        let mut index = Index::new(
+            snap.next_id,
+            snap.counters,
+            Seen::new(seen),
+            retention.open_alert_ttl,
+        );
         for (at, claim) in claims {
             index.seen.insert(claim, at);
         }
@@ -304,11 +332,20 @@ impl Spool {
         // alert unless a commit failed half-way through the bookkeeping; an
         // older row left behind would reopen a resolved alert at a later
         // start, so it is dropped now.
-        let stale: Vec<u64> = snap
+        let mut stale: Vec<u64> = snap
             .open
             .iter()
-            .filter_map(|(row, o)| index.restore_open(*row, o))
+            .filter_map(|(row, o)| index.restore_open(*row, o, index::secs(wall)))
             .collect();
+        // Alerts past --open-alert-ttl while the bridge was stopped.
+        let expired = index.expire_open(index::secs(wall));
+        if !expired.is_empty() {
+            tracing::info!(
+                expired = expired.len(),
+                "open alerts past --open-alert-ttl forgotten at start"
+            );
+        }
+        stale.extend(expired);
         if !stale.is_empty() {
             store.commit_one(Change {
                 open_delete: stale,

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -84,12 +85,13 @@ fn with_spool<T>(store: Arc<dyn Store>, f: impl AsyncFnOnce(&Spool) -> Result<T,
         .build()
         .map_err(crate::store::storage)?;
     rt.block_on(async {
-        let spool = Spool::open_store(
-            store,
-            usize::MAX,
-            crate::dedup::Limits::default(),
-            crate::metrics::Metrics::shared(),
-        )?;
+        // Offline, nothing expires: the serving bridge's --open-alert-ttl
+        // is not known here.
+        let retention = super::Retention {
+            open_alert_ttl: Duration::MAX,
+            ..super::Retention::default()
+        };
+        let spool = Spool::open_store(store, usize::MAX, retention, crate::metrics::Metrics::shared())?;
         let out = f(&spool).await?;
         spool.flush().await?;
         Ok(out)

@@ -180,6 +180,7 @@ async fn a_stale_second_row_of_an_alert_is_dropped_at_start() {
         dedup_key: "prefect/flow-run/r1".to_owned(),
         class,
         dead: false,
+        opened_ms: None,
     };
     {
         let store = RedbStore::open(&path).expect("open");
@@ -198,4 +199,86 @@ async fn a_stale_second_row_of_an_alert_is_dropped_at_start() {
     let snap = reopen_store(&path).snapshot().expect("snapshot");
     let ids: Vec<u64> = snap.open.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, vec![7], "the newer row stays, the older is gone");
+}
+
+fn with_ttl(path: &Path, ttl: Duration) -> Spool {
+    let retention = Retention {
+        open_alert_ttl: ttl,
+        ..Retention::default()
+    };
+    when_unlocked(|| Spool::open_file(path, CAPACITY, retention, Metrics::shared()))
+}
+
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn an_alert_past_its_ttl_is_forgotten_and_its_row_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let spool = with_ttl(&path, Duration::from_secs(1));
+        let trigger = spool.accept("a", &translated("FAILED", "Failed"), None).await;
+        let Ok(Accepted::Queued { id }) = trigger else {
+            panic!("{trigger:?}");
+        };
+        // Sent: the alert stays open with nothing queued.
+        let due = spool.take_due(10, |_| Admit::Go).0;
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+        spool.delivered(&due[0]);
+        assert_eq!(spool.stats().open_alerts, 1);
+        // Pruned once its second is up.
+        eventually("the open alert is pruned", || spool.stats().open_alerts == 0).await;
+        let resolve = spool
+            .accept("a", &translated("COMPLETED", "Completed"), None)
+            .await;
+        assert!(matches!(resolve, Ok(Accepted::Ignored { .. })), "{resolve:?}");
+        spool.flush().await.expect("flush");
+    }
+    let snap = reopen_store(&path).snapshot().expect("snapshot");
+    assert!(snap.open.is_empty(), "the row is gone from the file");
+}
+
+#[tokio::test]
+async fn rows_without_an_open_time_count_from_the_start_and_old_ones_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let row = |run: &str, opened_ms| OpenRow {
+        routing_key: "R0UTINGKEY0000000000000000000000".to_owned(),
+        dedup_key: format!("prefect/flow-run/{run}"),
+        class: AlertClass::Failure,
+        dead: false,
+        opened_ms,
+    };
+    let year_2020 = 1_577_836_800_000;
+    {
+        let store = RedbStore::open(&path).expect("open");
+        store
+            .commit_one(Change {
+                open_put: vec![(3, row("legacy", None)), (4, row("old", Some(year_2020)))],
+                durable: true,
+                ..Change::default()
+            })
+            .expect("commit");
+    }
+    {
+        let spool = reopen(&path);
+        eventually("the 2020 alert is pruned", || spool.stats().open_alerts == 1).await;
+        spool.flush().await.expect("flush");
+    }
+    let snap = reopen_store(&path).snapshot().expect("snapshot");
+    let kept: Vec<&str> = snap.open.iter().map(|(_, o)| o.dedup_key.as_str()).collect();
+    assert_eq!(kept, vec!["prefect/flow-run/legacy"]);
+    let legacy = &snap.open[0].1;
+    assert!(
+        legacy.opened_ms.is_none(),
+        "rows are not rewritten just for their time"
+    );
 }

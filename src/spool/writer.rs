@@ -28,7 +28,8 @@ use crate::store::{Change, Counters, Error, Record};
 const MAX_BATCH: usize = 4096;
 /// How often a closed spool file is tried again while nothing else arrives.
 const REOPEN_EVERY: Duration = Duration::from_millis(500);
-/// How often expired idempotency claims are deleted from the file.
+/// How often expired idempotency claims and open alerts are deleted from
+/// the file (more often when --open-alert-ttl is very short, as in tests).
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 /// Non-durable commits kept in memory until a durable one covers them; past
 /// this many, the next commit is made durable.
@@ -84,11 +85,15 @@ struct Writer {
     not_durable: Vec<Change>,
     /// When expired idempotency claims were last deleted from the file.
     last_expire: Option<Instant>,
+    /// How often they (and expired open alerts) are looked for.
+    expire_every: Duration,
 }
 
 impl Writer {
     fn new(shared: Arc<Shared>) -> Self {
+        let ttl = Duration::from_secs(u64::from(shared.lock().open_ttl_s));
         Self {
+            expire_every: EXPIRE_EVERY.min((ttl / 4).max(Duration::from_millis(250))),
             shared,
             pending: Vec::new(),
             not_durable: Vec::new(),
@@ -99,7 +104,7 @@ impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
         loop {
             let wait = if self.shared.store.is_open() && self.pending.is_empty() {
-                EXPIRE_EVERY
+                self.expire_every()
             } else {
                 REOPEN_EVERY
             };
@@ -120,6 +125,11 @@ impl Writer {
         if !self.pending.is_empty() {
             self.round(Vec::new());
         }
+    }
+
+    /// How often expired claims and alerts are looked for.
+    fn expire_every(&self) -> Duration {
+        self.expire_every
     }
 
     fn set_unready(&self, reason: Option<String>) {
@@ -204,17 +214,35 @@ impl Writer {
                 undos.push(undo);
             }
         }
-        if self.last_expire.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {
+        if self
+            .last_expire
+            .is_none_or(|t| t.elapsed() >= self.expire_every())
+        {
             // The first round clears what an earlier run left past its
             // time; after that, a bridge that was never asked to remember
             // an event id has nothing to forget and writes nothing.
             let first = self.last_expire.is_none();
             self.last_expire = Some(Instant::now());
-            let idx = self.shared.lock();
+            let mut idx = self.shared.lock();
             if first || !idx.seen.is_empty() {
                 let before = idx.seen.forget_before(now_u64());
                 changes.push(Change {
                     seen_expire_before: Some(before),
+                    ..Change::default()
+                });
+            }
+            // Open alerts past --open-alert-ttl: a resolve already finds
+            // nothing; their rows go now. Not undone if the commit fails:
+            // the rows are written off again at the next start.
+            let expired = idx.expire_open(super::index::secs(now_ms()));
+            if !expired.is_empty() {
+                tracing::info!(
+                    expired = expired.len(),
+                    ttl_secs = idx.open_ttl_s,
+                    "open alerts past --open-alert-ttl forgotten; a resolve for them is ignored"
+                );
+                changes.push(Change {
+                    open_delete: expired,
                     ..Change::default()
                 });
             }

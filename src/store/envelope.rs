@@ -277,6 +277,9 @@ struct OpenIo {
     class: String,
     #[serde(default)]
     dead: bool,
+    /// Added within version 1: rows without it were written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opened_ms: Option<i64>,
 }
 
 /// Encodes an open-alert row.
@@ -287,6 +290,7 @@ pub(crate) fn encode_open(o: &OpenRow) -> Vec<u8> {
         dedup_key: o.dedup_key.clone(),
         class: class_code(o.class).to_owned(),
         dead: o.dead,
+        opened_ms: o.opened_ms,
     })
     .unwrap_or_default()
 }
@@ -303,6 +307,7 @@ pub(crate) fn decode_open(bytes: &[u8]) -> Result<OpenRow, Undecodable> {
         dedup_key: o.dedup_key,
         class: class_from(&o.class)?,
         dead: o.dead,
+        opened_ms: o.opened_ms,
     })
 }
 

@@ -89,6 +89,9 @@ pub(crate) struct OpenRow {
     pub(crate) class: AlertClass,
     /// Whether its trigger became a dead letter: PagerDuty never had it.
     pub(crate) dead: bool,
+    /// When its last trigger was accepted (unix ms); rows written before
+    /// this was stored have none.
+    pub(crate) opened_ms: Option<i64>,
 }
 
 /// Lifetime counters.

@@ -680,3 +680,42 @@ async fn a_spool_written_before_the_record_envelope_carries_on() {
         })
         .await;
 }
+
+/// `--open-alert-ttl`: an alert whose run never recovers is forgotten once
+/// its time is up (the count drops, the row is pruned), a late recovery is
+/// then ignored (200, nothing sent), and the next start has nothing open.
+#[tokio::test]
+async fn an_alert_past_open_alert_ttl_is_forgotten_and_a_late_resolve_ignored() {
+    let double = Double::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("s.redb");
+    let mut bridge = serve(&double, &spool, &["--open-alert-ttl", "2s"]);
+    let (status, answer) = post(&bridge.intake("oncall"), failed_run(1)).await;
+    assert_eq!(status, 202, "{answer}");
+    double
+        .wait_until(Duration::from_secs(10), "the trigger", |r| r.len() == 1)
+        .await;
+    let spool_url = format!("{}/v1/spool", bridge.url());
+    assert_eq!(get_json(&spool_url).await["open_alerts"], 1);
+    wait::holds(Duration::from_secs(10), "the alert is forgotten", || async {
+        get_json(&spool_url).await["open_alerts"] == 0
+    })
+    .await;
+    let recovered = with_state(&failed_run(1), "COMPLETED", "Completed");
+    let (status, answer) = post(&bridge.intake("oncall"), recovered).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("ignored")),
+        "{answer}"
+    );
+    assert_eq!(bridge.terminate().code(), Some(0));
+
+    // The row is gone from the file: a start with the default TTL finds
+    // nothing open.
+    let bridge = serve(&double, &spool, &[]);
+    assert_eq!(
+        get_json(&format!("{}/v1/spool", bridge.url())).await["open_alerts"],
+        0
+    );
+    assert_eq!(double.received().len(), 1, "nothing but the trigger was sent");
+}
