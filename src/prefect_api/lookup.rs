@@ -226,14 +226,12 @@ fn lacks_names(n: &Notification) -> bool {
             .any(|r| nameless_id(r).is_some())
 }
 
+/// A flow run named by id whose run or flow name is missing. A payload
+/// that names both is an event as Prefect renders it, whose related objects
+/// are all there: a run without a deployment or work pool has none.
 fn run_lacks(n: &Notification) -> bool {
     let named = |r: &Option<Ref>| r.as_ref().is_some_and(|r| r.name.is_some());
-    n.flow_run.as_ref().is_some_and(|r| r.id.is_some())
-        && !(named(&n.flow_run)
-            && named(&n.flow)
-            && n.deployment.is_some()
-            && n.work_pool.is_some()
-            && n.work_queue.is_some())
+    n.flow_run.as_ref().is_some_and(|r| r.id.is_some()) && !(named(&n.flow_run) && named(&n.flow))
 }
 
 fn nameless_id(r: &Option<Ref>) -> Option<String> {
@@ -283,6 +281,15 @@ mod tests {
             ..Notification::default()
         };
         assert!(lacks_names(&run), "a run without its flow asks for it");
+        let ad_hoc = Notification {
+            flow_run: named(Some("r1"), Some("brave-fox")),
+            flow: named(Some("f1"), Some("etl")),
+            ..Notification::default()
+        };
+        assert!(
+            !lacks_names(&ad_hoc),
+            "a named run of a named flow without a deployment asks nothing"
+        );
     }
 
     #[test]
