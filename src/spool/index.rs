@@ -520,3 +520,37 @@ impl Index {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_alert_costs_sixteen_bytes_plus_its_digest() {
+        // There may be a million of these: the open time sits in padding.
+        assert_eq!(std::mem::size_of::<OpenEntry>(), 16);
+        assert_eq!(std::mem::size_of::<AlertId>(), 16);
+    }
+
+    #[test]
+    fn expiry_counts_whole_seconds_from_the_last_trigger() {
+        let mut idx = Index::new(
+            1,
+            Counters::default(),
+            Seen::default(),
+            std::time::Duration::from_secs(10),
+        );
+        let entry = |row, opened_s| OpenEntry {
+            alert: Open::new(crate::translate::AlertClass::Failure),
+            row,
+            opened_s,
+        };
+        idx.open.insert(AlertId([1, 1]), entry(7, 100));
+        idx.open.insert(AlertId([2, 2]), entry(8, 105));
+        assert!(idx.expire_open(109).is_empty());
+        assert_eq!(idx.expire_open(110), vec![7]);
+        assert_eq!(idx.open.len(), 1);
+        assert!(!idx.expired(&entry(8, 105), 114));
+        assert!(idx.expired(&entry(8, 105), 115));
+    }
+}
