@@ -13,7 +13,7 @@ use super::{AcceptError, AcceptInput, Accepted, now_ms};
 use crate::alerts::{self, Decision, Open, OpenChange, Situation};
 use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
-use crate::store::{BodyKind, Change, Counters, OpenRow, Record};
+use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record};
 
 /// Most bytes of queued events kept encoded in memory, so that sending them
 /// needs no store read. A byte budget, not a count: events may be up to
@@ -167,7 +167,7 @@ impl Index {
     }
 
     /// Queues an entry read back from the store at start.
-    pub(super) fn restore(&mut self, r: &Record, due: Instant) {
+    pub(super) fn restore(&mut self, r: &Queued, due: Instant) {
         let key = self.intern(&r.routing_key);
         let action_name = self.intern(&r.action);
         let alert = self.alert_id(&key, &r.dedup_key);

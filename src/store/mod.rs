@@ -53,6 +53,42 @@ pub(crate) struct Record {
     pub(crate) body: Box<RawValue>,
 }
 
+/// What resuming needs of an undelivered event: everything but its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Queued {
+    /// Spool id.
+    pub(crate) id: u64,
+    /// The action it came in on.
+    pub(crate) action: String,
+    /// Where it goes.
+    pub(crate) routing_key: String,
+    /// The alert it belongs to.
+    pub(crate) dedup_key: String,
+    /// trigger / acknowledge / resolve.
+    pub(crate) event_action: EventAction,
+    /// What its body is.
+    pub(crate) body_kind: BodyKind,
+    /// Unix ms when accepted.
+    pub(crate) accepted_ms: i64,
+    /// Unix ms of the next attempt.
+    pub(crate) next_attempt_ms: i64,
+}
+
+impl From<Record> for Queued {
+    fn from(r: Record) -> Self {
+        Self {
+            id: r.id,
+            action: r.action,
+            routing_key: r.routing_key,
+            dedup_key: r.dedup_key,
+            event_action: r.event_action,
+            body_kind: r.body_kind,
+            accepted_ms: r.accepted_ms,
+            next_attempt_ms: r.next_attempt_ms,
+        }
+    }
+}
+
 impl Record {
     /// The alert summary the body carries, for showing (triggers).
     pub(crate) fn summary(&self) -> Option<String> {
@@ -243,8 +279,10 @@ pub struct Quarantined {
 /// Everything needed to resume, read at start.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
-    /// Undelivered events, in id order.
-    pub(crate) events: Vec<Record>,
+    /// Undelivered events, in id order, without their bodies: those stay on
+    /// disk until sent, so a restart after a long outage does not hold every
+    /// queued body in memory at once.
+    pub(crate) events: Vec<Queued>,
     /// Open-alert rows by id, in id order.
     pub(crate) open: Vec<(u64, OpenRow)>,
     /// The next id to use.

@@ -16,7 +16,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::envelope;
-use super::{Change, Counters, Damaged, Error, Quarantined, Record, Snapshot, Store, StoredAction, storage};
+use super::{
+    Change, Counters, Damaged, Error, Quarantined, Queued, Record, Snapshot, Store, StoredAction, storage,
+};
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead");
@@ -162,7 +164,8 @@ impl Store for RedbStore {
         guarded(&self.path, || {
             let txn = db.begin_read().map_err(storage)?;
             let mut snap = Snapshot::default();
-            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged)?;
+            // Each body is dropped as soon as its row is read.
+            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged, Queued::from)?;
             let open = txn.open_table(OPEN).map_err(storage)?;
             for row in open.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
@@ -273,6 +276,7 @@ impl Store for RedbStore {
             DEAD,
             "dead",
             &mut ignored,
+            |r| r,
         )
     }
 
@@ -451,18 +455,19 @@ fn damaged(table: &str, key: impl ToString, e: &dyn std::fmt::Display, raw: &[u8
 
 /// Every record of an id-keyed table that decodes, in id order; the others
 /// go to `damaged`.
-fn all_records(
+fn all_records<T>(
     txn: &redb::ReadTransaction,
     table: TableDefinition<'_, u64, &[u8]>,
     name: &str,
     damaged_rows: &mut Vec<Damaged>,
-) -> Result<Vec<Record>, Error> {
+    keep: impl Fn(Record) -> T,
+) -> Result<Vec<T>, Error> {
     let table = txn.open_table(table).map_err(storage)?;
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
         match envelope::decode_record(v.value()) {
-            Ok(r) => out.push(r),
+            Ok(r) => out.push(keep(r)),
             Err(e) => damaged_rows.push(damaged(name, k.value(), &e, v.value())),
         }
     }

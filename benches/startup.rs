@@ -1,0 +1,132 @@
+//! Start-up with a large backlog: 1,000 queued events of ~500 KB each
+//! (PagerDuty unreachable while they arrived), then a restart on that
+//! spool. Reports, as medians of `STARTUP_RUNS` (default 3) restarts: spawn
+//! → ready, and the new process's peak RSS (VmHWM) once ready.
+//!
+//! Run: `cargo bench --bench startup` (`STARTUP_EVENTS=1000`,
+//! `STARTUP_BODY_KB=495`, `PPB_BRIDGE_BIN=<binary>` to measure another
+//! build on the same spool).
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::bridge::Bridge;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A failed-run event whose state message makes it about `kb` KB.
+fn big_event(i: u64, kb: u64) -> Vec<u8> {
+    let path = support::fixtures().join("examples/flow-run-failed.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    v["id"] = json!(format!("20000000-0000-4000-8000-{i:012}"));
+    v["resource"]["prefect.resource.id"] = json!(format!("prefect.flow-run.00000000-0000-4000-8000-{i:012}"));
+    v["resource"]["prefect.state-message"] = json!("x".repeat(usize::try_from(kb * 1000).unwrap_or(0)));
+    v.to_string().into_bytes()
+}
+
+#[tokio::main]
+async fn main() {
+    let events = env_u64("STARTUP_EVENTS", 1000);
+    let kb = env_u64("STARTUP_BODY_KB", 495);
+    let runs = env_u64("STARTUP_RUNS", 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool.redb");
+    let spool_arg = spool.to_str().expect("utf-8").to_owned();
+    let action = format!("oncall={}", support::KEY_A);
+    // Nothing listens on port 9: every send fails, then waits 10 minutes.
+    let args = [
+        "--action",
+        action.as_str(),
+        "--spool",
+        spool_arg.as_str(),
+        "--pagerduty-url",
+        "http://127.0.0.1:9",
+        "--retry-initial-interval",
+        "10m",
+        "--retry-max-interval",
+        "10m",
+        "--queue-capacity",
+        "100000",
+    ];
+    {
+        let filler = Bridge::serve(&args);
+        let http = support::client();
+        let started = Instant::now();
+        for i in 0..events {
+            let status = http
+                .post(filler.intake("oncall"))
+                .body(big_event(i, kb))
+                .send()
+                .await
+                .expect("post")
+                .status();
+            assert_eq!(status.as_u16(), 202, "event {i}");
+        }
+        let stats = support::get_json(&format!("{}/v1/spool", filler.url())).await;
+        println!(
+            "backlog: {} events of ~{kb} KB accepted in {:.1} s; queued {}; spool file {:.0} MB",
+            events,
+            started.elapsed().as_secs_f64(),
+            stats["queued"],
+            std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+        );
+        assert_eq!(
+            stats["queued"].as_u64(),
+            Some(events),
+            "the backlog is not all queued"
+        );
+        let mut filler = filler;
+        assert_eq!(filler.terminate().code(), Some(0));
+    }
+    let (mut ready, mut peak) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let spawned = Instant::now();
+        let b = Bridge::serve(&args);
+        let to_ready = spawned.elapsed();
+        // What start-up touched is in VmHWM; a moment more for the
+        // dispatcher's first look at the queue.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let hwm = rss_kb(b.pid(), "VmHWM:") as f64 / 1024.0;
+        let queued = support::get_json(&format!("{}/v1/spool", b.url())).await["queued"].clone();
+        println!(
+            "run {}: ready {:.0} ms after spawn, peak RSS {:.1} MiB, queued {queued}",
+            run + 1,
+            to_ready.as_secs_f64() * 1000.0,
+            hwm
+        );
+        ready.push(to_ready.as_secs_f64() * 1000.0);
+        peak.push(hwm);
+        let mut b = b;
+        assert_eq!(b.terminate().code(), Some(0));
+    }
+    println!(
+        "start-up with {events} queued of ~{kb} KB: spawn → ready median {:.0} ms, peak RSS median {:.1} MiB",
+        median(ready),
+        median(peak)
+    );
+}
