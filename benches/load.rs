@@ -24,14 +24,8 @@ use std::time::{Duration, Instant};
 
 use support::KEY_A;
 use support::bridge::{BIN, Bridge};
+use support::measure::{env_u64, median, rss_kb};
 use support::pagerduty::Double;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -74,17 +68,6 @@ impl Bodies {
         );
         (body, format!("prefect/flow-run/{run}"))
     }
-}
-
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -272,14 +255,6 @@ async fn open_loop(
         missing: sent_at.len() - lat.len(),
         sent: sent_at.len(),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -20,19 +20,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::bridge::{BIN, Bridge};
+use support::measure::{env_u64, median};
 use support::pagerduty::{Double, Reply};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// A failed-run event of its own run and event id.
 fn event(n: usize) -> Vec<u8> {

@@ -26,6 +26,14 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runtime of a subcommand that makes a few requests and ends.
+fn one_shot_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")
+}
+
 /// Asks a running bridge whether it is alive; `Ok` with what it answered
 /// when it answered 200.
 ///
@@ -52,10 +60,7 @@ pub fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<String> {
         None => false,
     };
     let egress = config::egress(&args.egress)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let rt = one_shot_runtime()?;
     rt.block_on(async {
         let client = crate::outbound::health_client(&egress, loopback)?;
         let res = client
@@ -188,10 +193,7 @@ pub fn prefect(args: &PrefectArgs) -> anyhow::Result<(String, bool)> {
         .as_deref()
         .map(|t| config::secret("--bridge-token", t))
         .transpose()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let rt = one_shot_runtime()?;
     let report = rt.block_on(async {
         let client = crate::prefect_api::Client::try_new(api, auth, &egress)?;
         let known = match &bridge {
@@ -276,10 +278,7 @@ fn prefect_setup(
         .webhook_token
         .map(|t| config::secret("--webhook-token", t))
         .transpose()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let rt = one_shot_runtime()?;
     let steps = rt.block_on(async {
         let client = crate::prefect_api::Client::try_new(api, auth, &how.egress)?;
         let deadline = tokio::time::Instant::now() + how.wait;

@@ -6,6 +6,7 @@
 pub mod bridge;
 pub mod gate;
 pub mod limit;
+pub mod measure;
 pub mod pagerduty;
 pub mod proxy;
 pub mod spec;
