@@ -3,9 +3,10 @@
 //!
 //! Per routing key, events go out in accept order per alert (a later event
 //! of an alert waits while an earlier one is in flight or backing off),
-//! paced by a token bucket that never lets a 60-second window hold more
-//! than the configured rate (PagerDuty: ~120/min per integration key, over
-//! a 60 s lookback; docs/pagerduty.md). Waiting for the limiter delays an
+//! paced by a token bucket at the configured rate and capped by a log of
+//! recent sends, so that PagerDuty's lookback window (~120/min per
+//! integration key over 60 s; docs/pagerduty.md) holds the configured count
+//! and never more. Waiting for the limiter delays an
 //! event; nothing is dropped. What follows each answer is [`policy`]'s call;
 //! what each key has learned (429 pauses, a lowered pace, an outage being
 //! probed) is [`pacing`]'s.
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use pacing::KeyState;
+use pacing::pace_quota;
 pub(crate) use pacing::window_quota;
 use policy::Step;
 
@@ -106,7 +108,7 @@ pub(crate) async fn run<S: Sink>(
     let sink = Arc::new(sink);
     let settings = Arc::new(settings);
     let per_key: DefaultKeyedRateLimiter<Arc<str>> =
-        RateLimiter::keyed(window_quota(settings.rate.0, settings.rate.1, settings.burst));
+        RateLimiter::keyed(pace_quota(settings.rate.0, settings.rate.1, settings.burst));
     let global: Option<DefaultDirectRateLimiter> = settings
         .global_rate
         .map(|(n, per)| RateLimiter::direct(window_quota(n, per, n.min(settings.burst.max(1)))));
@@ -169,9 +171,8 @@ fn select(
     let wait =
         |not_until: governor::NotUntil<_>| now + not_until.wait_time_from(governor::clock::Clock::now(clock));
     let mut states = keys.lock();
-    let (work, next) = spool.take_due(settings.max_in_flight, |key| {
-        let state = states.get(key);
-        if let Some(Err(until)) = state.map(|k| k.gate(now)) {
+    spool.take_due(settings.max_in_flight, |key| {
+        if let Some(Err(until)) = states.get(key).map(|k| k.gate(now, settings.rate)) {
             return Admit::Wait(until);
         }
         if let Some(g) = global
@@ -182,17 +183,17 @@ fn select(
         if let Err(not_until) = per_key.check_key(key) {
             return Admit::Wait(wait(not_until));
         }
+        // Counted at once: the next event of this key in the same pass
+        // must see this send in the window.
+        let state = states.entry(key.clone()).or_default();
+        state.started(now);
         // The probe of a failing key: nothing else of it goes this pass.
-        if state.is_some_and(KeyState::is_failing) {
+        if state.is_failing() {
             Admit::GoAlone
         } else {
             Admit::Go
         }
-    });
-    for due in &work {
-        states.entry(due.key.clone()).or_default().started(now);
-    }
-    (work, next)
+    })
 }
 
 fn jitter() -> f64 {
@@ -215,7 +216,12 @@ async fn send<S: Sink>(
         Some(body) => body,
         None => match read(spool, keys, settings, &due) {
             Some(record) => stored.insert(record).wire(),
-            None => return,
+            None => {
+                if let Some(k) = keys.lock().get_mut(&due.key) {
+                    k.unsent();
+                }
+                return;
+            }
         },
     };
     let outcome = sink
@@ -227,6 +233,10 @@ async fn send<S: Sink>(
             event_action: due.action.as_str(),
         })
         .await;
+    keys.lock()
+        .entry(due.key.clone())
+        .or_default()
+        .ended(Instant::now(), settings.rate.1);
     let routing_key = crate::secret::redact(&due.key);
     let status = outcome.status();
     if let Delivery::Delivered { .. } = outcome {

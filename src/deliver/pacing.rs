@@ -1,7 +1,8 @@
-//! Pacing per routing key: a token bucket sized so that PagerDuty's
-//! lookback window never sees more than the configured rate, and what each
-//! key has learned from its answers (a 429 pause and a lowered pace, an
-//! outage probed by one send at a time).
+//! Pacing per routing key: a token bucket at the configured rate that
+//! spreads sends out, a log of recent sends that keeps PagerDuty's
+//! lookback window at the configured count exactly, and what each key has
+//! learned from its answers (a 429 pause and a lowered pace, an outage
+//! probed by one send at a time).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -26,6 +27,25 @@ pub(crate) fn window_quota(n: u32, per: Duration, burst: u32) -> Quota {
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(b)
 }
+
+/// A quota of exactly `n` events per `per`, up to `burst` of them at once:
+/// it spreads a key's sends out; the exact cap on PagerDuty's window is
+/// [`KeyState`]'s log of sends, which this alone could not give (GCRA lets
+/// a window hold `burst - 1` more than `n`).
+pub(crate) fn pace_quota(n: u32, per: Duration, burst: u32) -> Quota {
+    let n = n.max(1);
+    let nanos = per.as_nanos().div_ceil(u128::from(n));
+    let period = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    let b = NonZeroU32::new(burst.clamp(1, n)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(b)
+}
+
+/// Largest rate count whose sends are logged one by one (8 bytes each, per
+/// key); above it only the token bucket paces, as PagerDuty's own limit is
+/// far below it.
+const WINDOW_LOG_MAX: u32 = 10_000;
 
 /// `now + d`, or a day from now if that does not fit in an `Instant`.
 pub(crate) fn later(now: Instant, d: Duration) -> Instant {
@@ -55,6 +75,15 @@ pub(crate) struct KeyState {
     next_send: Option<Instant>,
     /// Recent successes, to estimate what PagerDuty takes.
     recent: std::collections::VecDeque<Instant>,
+    /// Sends started and not yet answered.
+    in_flight: u32,
+    /// When each answered send leaves PagerDuty's lookback window, oldest
+    /// first: its answer time plus the window. PagerDuty counted the call
+    /// at some moment between its start and its answer, so a send started
+    /// after this time cannot share a window with it, however the network
+    /// delayed either; fewer than `n` of these plus the sends in flight
+    /// means one more fits.
+    window: std::collections::VecDeque<Instant>,
 }
 
 impl KeyState {
@@ -74,10 +103,19 @@ impl KeyState {
         self.paused_until.is_some_and(|t| t > now)
     }
 
-    /// Whether a send may go now; when not, until when it waits.
-    pub(crate) fn gate(&self, now: Instant) -> Result<(), Instant> {
+    /// Whether a send may go now under a rate of `n` per `per`; when not,
+    /// until when it waits.
+    pub(crate) fn gate(&self, now: Instant, (n, per): (u32, Duration)) -> Result<(), Instant> {
         if let Some(t) = self.paused_until.filter(|t| *t > now) {
             return Err(t);
+        }
+        if n <= WINDOW_LOG_MAX {
+            let left = self.window.partition_point(|t| *t <= now);
+            let counted = self.window.len() - left + self.in_flight as usize;
+            if counted >= n as usize {
+                // Full of sends in flight: their answers wake the dispatcher.
+                return Err(self.window.get(left).copied().unwrap_or_else(|| later(now, per)));
+            }
         }
         if self.failing {
             match self.next_probe {
@@ -94,6 +132,7 @@ impl KeyState {
 
     /// A send was started.
     pub(crate) fn started(&mut self, now: Instant) {
+        self.in_flight += 1;
         if self.failing {
             self.probing = true;
         }
@@ -101,6 +140,23 @@ impl KeyState {
             let gap = Duration::from_secs_f64(1.0 / rate);
             self.next_send = Some(later(self.next_send.map_or(now, |t| t.max(now)), gap));
         }
+    }
+
+    /// A send ended with an answer (any status) or a network error at
+    /// `now`: it counts in PagerDuty's window until `now + per`.
+    pub(crate) fn ended(&mut self, now: Instant, per: Duration) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        while self.window.front().is_some_and(|t| *t <= now) {
+            self.window.pop_front();
+        }
+        if self.window.len() < WINDOW_LOG_MAX as usize {
+            self.window.push_back(later(now, per));
+        }
+    }
+
+    /// A selected send never went out (its event was gone).
+    pub(crate) fn unsent(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     /// PagerDuty took an event: the key is healthy, its pace may rise.
@@ -161,6 +217,44 @@ impl KeyState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_holds_exactly_n_sends_counted_to_their_answers() {
+        let per = Duration::from_secs(60);
+        let rate = (3, per);
+        let t0 = Instant::now();
+        let mut k = KeyState::default();
+        for _ in 0..3 {
+            assert!(k.gate(t0, rate).is_ok());
+            k.started(t0);
+        }
+        // Three in flight: none more, whatever the time.
+        assert!(k.gate(t0 + Duration::from_secs(600), rate).is_err());
+        let answered = t0 + Duration::from_millis(40);
+        k.ended(answered, per);
+        assert_eq!(k.gate(answered, rate), Err(answered + per));
+        assert_eq!(
+            k.gate(answered + per - Duration::from_nanos(1), rate),
+            Err(answered + per)
+        );
+        assert!(k.gate(answered + per, rate).is_ok());
+        // A send that never went out frees its place at once.
+        k.unsent();
+        assert!(k.gate(answered, rate).is_ok());
+        k.started(answered);
+        assert!(k.gate(answered, rate).is_err());
+    }
+
+    #[test]
+    fn pace_quota_is_the_configured_rate() {
+        let q = pace_quota(120, Duration::from_secs(60), 10);
+        assert_eq!(q.replenish_interval(), Duration::from_millis(500));
+        assert_eq!(q.burst_size().get(), 10);
+        assert_eq!(
+            pace_quota(120, Duration::from_secs(60), 500).burst_size().get(),
+            120
+        );
+    }
 
     #[test]
     fn window_quota_leaves_room_for_one_delayed_send() {

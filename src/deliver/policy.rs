@@ -160,7 +160,7 @@ mod tests {
         );
         assert!(key.is_failing());
         // While failing, one probe per retry_initial; its failure waits no more.
-        assert_eq!(key.gate(now), Err(later(now, s.retry_initial)));
+        assert_eq!(key.gate(now, s.rate), Err(later(now, s.retry_initial)));
         let probe = after_send(
             &failed,
             1,

@@ -978,3 +978,41 @@ async fn a_throttled_key_adapts_its_pace_instead_of_stalling() {
     // bridge must not take much more than that.
     assert!(took < Duration::from_secs(16), "80 events took {took:?}");
 }
+
+/// PagerDuty's documented limit is a count over a window looking back from
+/// now; a flood to one key must stay inside it however the sends are timed,
+/// so the double refuses every call past 30 in any second (refused calls
+/// count too, as they would at PagerDuty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_to_one_key_never_meets_the_window_limit() {
+    const N: usize = 150;
+    let double = Double::start().await;
+    double.throttle_window(30, Duration::from_secs(1));
+    let b = serve_oncall(&double, &["--pagerduty-rate", "30/1s", "--pagerduty-burst", "30"]);
+    for run in 0..N {
+        assert_eq!(
+            post(&b.intake("oncall"), run_event(run, "FAILED", "Failed", "a"))
+                .await
+                .0,
+            202
+        );
+    }
+    let got = double.wait_accepted(N, WAIT).await;
+    let all = double.received();
+    assert_eq!(all.iter().filter(|r| r.status == 429).count(), 0, "answered 429");
+    let keys: std::collections::HashSet<&str> = got.iter().map(|r| r.dedup_key()).collect();
+    assert_eq!(keys.len(), N, "each run paged once");
+    // The pace is the configured one, not a cautious fraction of it: at 30
+    // a second, some second of the drain holds all 30.
+    let at: Vec<Instant> = all.iter().map(|r| r.at).collect();
+    let busiest = (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(at[i]) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert_eq!(busiest, 30, "the busiest second held {busiest}");
+}

@@ -68,31 +68,71 @@ struct Shared {
     default: Mutex<Reply>,
     script: Mutex<VecDeque<Reply>>,
     delay: Mutex<Duration>,
-    /// Per routing key token buckets, when throttling: (rate per second,
-    /// burst, buckets of (tokens, last refill)).
+    /// PagerDuty's rate limit, when a test sets one.
     throttle: Mutex<Option<Throttle>>,
+    /// Keep counts only, not what was received (a long benchmark).
+    counts_only: std::sync::atomic::AtomicBool,
+    tally: Mutex<Tally>,
     notify: Notify,
 }
 
-/// A token bucket per routing key, as PagerDuty's rate limit behaves.
+/// How many requests were answered what.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// All requests.
+    pub received: usize,
+    /// Answered 202.
+    pub accepted: usize,
+    /// Refused by the spec or the documented limits.
+    pub invalid: usize,
+}
+
+/// PagerDuty's rate limit per routing key, as a test sets it.
 #[derive(Debug)]
-struct Throttle {
-    per_sec: f64,
-    burst: f64,
-    buckets: std::collections::HashMap<String, (f64, Instant)>,
+enum Throttle {
+    /// A token bucket: `per_sec` a second, bursts of `burst`.
+    Bucket {
+        per_sec: f64,
+        burst: f64,
+        buckets: std::collections::HashMap<String, (f64, Instant)>,
+    },
+    /// As PagerDuty documents it: at most `n` calls in any window of `per`
+    /// looking back from now. Every valid call counts, refused ones too.
+    Window {
+        n: usize,
+        per: Duration,
+        calls: std::collections::HashMap<String, VecDeque<Instant>>,
+    },
 }
 
 impl Throttle {
     fn take(&mut self, key: &str) -> bool {
         let now = Instant::now();
-        let (tokens, last) = self.buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
+        match self {
+            Self::Bucket {
+                per_sec,
+                burst,
+                buckets,
+            } => {
+                let (tokens, last) = buckets.entry(key.to_owned()).or_insert((*burst, now));
+                *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * *per_sec).min(*burst);
+                *last = now;
+                if *tokens >= 1.0 {
+                    *tokens -= 1.0;
+                    true
+                } else {
+                    false
+                }
+            }
+            Self::Window { n, per, calls } => {
+                let calls = calls.entry(key.to_owned()).or_default();
+                while calls.front().is_some_and(|t| now.duration_since(*t) >= *per) {
+                    calls.pop_front();
+                }
+                let ok = calls.len() < *n;
+                calls.push_back(now);
+                ok
+            }
         }
     }
 }
@@ -129,6 +169,8 @@ impl Double {
             script: Mutex::new(VecDeque::new()),
             delay: Mutex::new(Duration::ZERO),
             throttle: Mutex::new(None),
+            counts_only: std::sync::atomic::AtomicBool::new(false),
+            tally: Mutex::new(Tally::default()),
             notify: Notify::new(),
         });
         let state = shared.clone();
@@ -176,10 +218,21 @@ impl Double {
     /// with bursts of `burst`; beyond that a valid event gets 429 without
     /// `Retry-After`.
     pub fn throttle(&self, per_sec: f64, burst: f64) {
-        *self.shared.throttle.lock().expect("lock") = Some(Throttle {
+        *self.shared.throttle.lock().expect("lock") = Some(Throttle::Bucket {
             per_sec,
             burst,
             buckets: std::collections::HashMap::new(),
+        });
+    }
+
+    /// From now on, a valid event gets 429 when its routing key already
+    /// made `n` calls in the `per` before it (PagerDuty's documented limit:
+    /// ~120 per 60 s looking back from now). Refused calls count too.
+    pub fn throttle_window(&self, n: usize, per: Duration) {
+        *self.shared.throttle.lock().expect("lock") = Some(Throttle::Window {
+            n,
+            per,
+            calls: std::collections::HashMap::new(),
         });
     }
 
@@ -191,6 +244,19 @@ impl Double {
     /// How many requests were received, without copying them.
     pub fn count(&self) -> usize {
         self.shared.received.lock().expect("lock").len()
+    }
+
+    /// From now on keeps only the [`Tally`], not the requests (a long
+    /// benchmark would fill memory with them).
+    pub fn keep_counts_only(&self) {
+        self.shared
+            .counts_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many requests were answered what, since the start.
+    pub fn tally(&self) -> Tally {
+        *self.shared.tally.lock().expect("lock")
     }
 
     /// What was received from index `from` on.
@@ -337,12 +403,20 @@ async fn answer(state: &Shared, req: Request<hyper::body::Incoming>) -> Response
             ),
         }
     };
-    state.received.lock().expect("lock").push(Received {
-        body,
-        errors,
-        status,
-        at: Instant::now(),
-    });
+    {
+        let mut tally = state.tally.lock().expect("lock");
+        tally.received += 1;
+        tally.accepted += usize::from(status == 202);
+        tally.invalid += usize::from(!errors.is_empty());
+    }
+    if !state.counts_only.load(std::sync::atomic::Ordering::Relaxed) {
+        state.received.lock().expect("lock").push(Received {
+            body,
+            errors,
+            status,
+            at: Instant::now(),
+        });
+    }
     state.notify.notify_waiters();
     reply(status, response, retry_after)
 }
