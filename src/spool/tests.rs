@@ -282,3 +282,56 @@ async fn rows_without_an_open_time_count_from_the_start_and_old_ones_go() {
         "rows are not rewritten just for their time"
     );
 }
+
+fn big_record(id: u64, kb: usize) -> Record {
+    let body = serde_json::json!({"event_action": "trigger", "pad": "x".repeat(kb * 1000)});
+    Record {
+        id,
+        action: "a".into(),
+        routing_key: "R0UTINGKEY0000000000000000000000".into(),
+        dedup_key: format!("d{id}"),
+        event_action: EventAction::Trigger,
+        class: Some(AlertClass::Failure),
+        accepted_ms: 1,
+        attempts: 0,
+        next_attempt_ms: 1,
+        last_status: None,
+        last_error: None,
+        dead_ms: None,
+        body_kind: crate::store::BodyKind::PagerDutyEventsV2,
+        body: serde_json::value::RawValue::from_string(body.to_string()).expect("raw"),
+    }
+}
+
+#[test]
+fn a_file_grown_for_a_backlog_is_given_back_once_it_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = reopen_store(&dir.path().join("s.redb"));
+    // Small files are left alone.
+    assert_eq!(store.compact().expect("compact"), None);
+    let mut fill = Change::durable();
+    fill.put = (1..=120).map(|id| big_record(id, 400)).collect();
+    store.commit_one(fill).expect("fill");
+    let full = store.size_bytes();
+    assert!(full > 40_000_000, "the backlog took {full} bytes");
+    // Still mostly in use: nothing to gain.
+    assert_eq!(store.compact().expect("compact"), None);
+    let mut drain = Change::durable();
+    drain.delete = (1..=118).collect();
+    store.commit_one(drain).expect("drain");
+    assert_eq!(store.size_bytes(), full, "redb keeps the space for reuse");
+    let (before, after) = store.compact().expect("compact").expect("compacted");
+    assert_eq!(before, full);
+    assert!(after * 4 < before, "{before} → {after}");
+    assert_eq!(store.size_bytes(), after);
+    // What was left is intact, and the file takes writes again.
+    assert_eq!(
+        store.event(119).expect("read").map(|r| r.dedup_key),
+        Some("d119".to_owned())
+    );
+    assert!(store.event(1).expect("read").is_none());
+    let mut more = Change::durable();
+    more.put = vec![big_record(121, 1)];
+    store.commit_one(more).expect("write after compaction");
+    assert_eq!(store.snapshot().expect("snapshot").events.len(), 3);
+}

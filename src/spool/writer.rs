@@ -34,6 +34,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 /// Non-durable commits kept in memory until a durable one covers them; past
 /// this many, the next commit is made durable.
 const MAX_NOT_DURABLE: usize = 1024;
+/// Least time between two looks at whether the file is worth compacting
+/// (the look reads the whole file's page tree).
+const COMPACT_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Work for the writer.
 #[derive(Debug)]
@@ -87,6 +90,13 @@ struct Writer {
     last_expire: Option<Instant>,
     /// How often they (and expired open alerts) are looked for.
     expire_every: Duration,
+    /// The file's size when last seen, and the most queued events and open
+    /// alerts the spool held while it grew to that: a file that grew for a
+    /// backlog (or for many open alerts) is looked at once a quarter of
+    /// either is left.
+    file_seen: u64,
+    held_when_grown: (usize, usize),
+    last_compact_check: Option<Instant>,
 }
 
 impl Writer {
@@ -98,6 +108,53 @@ impl Writer {
             pending: Vec::new(),
             not_durable: Vec::new(),
             last_expire: None,
+            file_seen: 0,
+            held_when_grown: (0, 0),
+            last_compact_check: None,
+        }
+    }
+
+    /// Compacts the file when a backlog it grew for is gone (see
+    /// [`crate::store::Store::compact`]). Intake waits while it runs: the
+    /// writer does it between two commits, and it moves only live pages.
+    fn maybe_compact(&mut self) {
+        let size = self.shared.store.size_bytes();
+        let held = {
+            let idx = self.shared.lock();
+            (idx.queued.len(), idx.open.len())
+        };
+        if size > self.file_seen {
+            self.file_seen = size;
+            self.held_when_grown = (
+                self.held_when_grown.0.max(held.0),
+                self.held_when_grown.1.max(held.1),
+            );
+        }
+        let shrank = |now: usize, then: usize| now.saturating_mul(4) < then;
+        if !(shrank(held.0, self.held_when_grown.0) || shrank(held.1, self.held_when_grown.1))
+            || self
+                .last_compact_check
+                .is_some_and(|t| t.elapsed() < COMPACT_CHECK_EVERY)
+        {
+            return;
+        }
+        self.last_compact_check = Some(Instant::now());
+        let started = Instant::now();
+        match self.shared.store.compact() {
+            Ok(Some((before, after))) => {
+                tracing::info!(
+                    before_bytes = before,
+                    after_bytes = after,
+                    queued = held.0,
+                    open_alerts = held.1,
+                    millis = started.elapsed().as_millis() as u64,
+                    "spool file compacted: the backlog it grew for is gone"
+                );
+                self.file_seen = after;
+                self.held_when_grown = held;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "spool file compaction failed; it keeps its size"),
         }
     }
 
@@ -214,10 +271,10 @@ impl Writer {
                 undos.push(undo);
             }
         }
-        if self
+        let maintained = self
             .last_expire
-            .is_none_or(|t| t.elapsed() >= self.expire_every())
-        {
+            .is_none_or(|t| t.elapsed() >= self.expire_every());
+        if maintained {
             // The first round clears what an earlier run left past its
             // time; after that, a bridge that was never asked to remember
             // an event id has nothing to forget and writes nothing.
@@ -252,6 +309,9 @@ impl Writer {
         if all.iter().all(|c| c.is_empty()) && !durable {
             // Nothing to write (ignored events, duplicates, an idle tick).
             answer(decided, None);
+            if maintained {
+                self.maybe_compact();
+            }
             return;
         }
         let started = Instant::now();
@@ -275,6 +335,9 @@ impl Writer {
                 self.set_unready(None);
                 answer(decided, None);
                 self.shared.wake.notify_one();
+                if maintained {
+                    self.maybe_compact();
+                }
             }
             Err(e) => {
                 self.shared.store.close();

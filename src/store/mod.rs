@@ -392,6 +392,17 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     /// How many bytes it takes up (for `/metrics`; 0 when unknown).
     fn size_bytes(&self) -> u64;
 
+    /// Gives space it no longer uses back to the file system, when most of
+    /// it is free (after a backlog drained). Only the writer calls it, and
+    /// no write runs meanwhile. Returns the size before and after when it
+    /// did; `None` when there was little to gain, or it could not now.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn compact(&self) -> Result<Option<(u64, u64)>, Error> {
+        Ok(None)
+    }
+
     /// Commits one change durably (start-up and the offline CLI).
     ///
     /// # Errors

@@ -42,6 +42,9 @@ const QUARANTINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("quaran
 /// redb page cache; the spool is small and hot, and RSS matters more.
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// A file smaller than this is never compacted: there is little to give back.
+const COMPACT_MIN_FILE: u64 = 32 * 1024 * 1024;
+
 /// The spool file.
 #[derive(Debug)]
 pub(crate) struct RedbStore {
@@ -148,6 +151,50 @@ impl RedbStore {
 impl Store for RedbStore {
     fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Compacts when the file is more than twice the pages in use: redb
+    /// reuses freed pages but never shrinks its file, so a drained backlog
+    /// would keep its size for good. Needs the only handle: while a reader
+    /// holds one (a send reading its event), it waits for the next call.
+    fn compact(&self) -> Result<Option<(u64, u64)>, Error> {
+        let before = self.size_bytes();
+        if before < COMPACT_MIN_FILE {
+            return Ok(None);
+        }
+        let used = {
+            let db = self.db()?;
+            let txn = db.begin_write().map_err(storage)?;
+            let stats = txn.stats().map_err(storage)?;
+            txn.abort().map_err(storage)?;
+            stats.allocated_pages() * stats.page_size() as u64
+        };
+        if before < used.saturating_mul(2) {
+            return Ok(None);
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(shared) = slot.take() else {
+            return Ok(None);
+        };
+        let mut db = match Arc::try_unwrap(shared) {
+            Ok(db) => db,
+            Err(shared) => {
+                *slot = Some(shared);
+                return Ok(None);
+            }
+        };
+        let result = guarded(&self.path, || {
+            db.compact().map_err(|e| match e {
+                redb::CompactionError::TransactionInProgress => Error::Unavailable(e.to_string()),
+                other => storage(other),
+            })
+        });
+        *slot = Some(Arc::new(db));
+        match result {
+            Ok(_) => Ok(Some((before, self.size_bytes()))),
+            Err(Error::Unavailable(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn location(&self) -> String {
