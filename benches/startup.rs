@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench --bench startup` (`STARTUP_EVENTS=1000`,
 //! `STARTUP_BODY_KB=495`, `PPB_BRIDGE_BIN=<binary>` to measure another
-//! build on the same spool).
+//! build on the same spool). `STARTUP_OPEN=1000000` first opens that many
+//! alerts (delivered, so nothing of them is queued); the filler's peak RSS
+//! is the bridge's memory while they were opened.
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -19,12 +21,77 @@ use support::measure::{env_u64, median, rss_kb};
 
 /// A failed-run event whose state message makes it about `kb` KB.
 fn big_event(i: u64, kb: u64) -> Vec<u8> {
-    let path = support::fixtures().join("examples/flow-run-failed.json");
-    let mut v: Value = serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
+    static FIXTURE: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let mut v = FIXTURE
+        .get_or_init(|| {
+            let path = support::fixtures().join("examples/flow-run-failed.json");
+            serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+        })
+        .clone();
     v["id"] = json!(format!("20000000-0000-4000-8000-{i:012}"));
     v["resource"]["prefect.resource.id"] = json!(format!("prefect.flow-run.00000000-0000-4000-8000-{i:012}"));
     v["resource"]["prefect.state-message"] = json!("x".repeat(usize::try_from(kb * 1000).unwrap_or(0)));
     v.to_string().into_bytes()
+}
+
+/// Opens `n` alerts (distinct failed runs, delivered to a double that takes
+/// them) in the spool at `spool`, 32 posts at a time.
+async fn open_alerts(spool: &str, action: &str, n: u64) {
+    let double = support::pagerduty::Double::start().await;
+    double.keep_counts_only();
+    let url = double.url();
+    let filler = Bridge::serve(&[
+        "--action",
+        action,
+        "--spool",
+        spool,
+        "--pagerduty-url",
+        url.as_str(),
+        "--pagerduty-rate",
+        "1000000/s",
+        "--pagerduty-burst",
+        "100000",
+        "--max-in-flight",
+        "64",
+    ]);
+    let http = support::client();
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (http, intake, next) = (http.clone(), filler.intake("oncall"), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let status = http
+                    .post(&intake)
+                    .body(big_event(1_000_000_000 + i, 0))
+                    .send()
+                    .await;
+                assert_eq!(status.expect("post").status().as_u16(), 202, "event {i}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("poster");
+    }
+    let stats_url = format!("{}/v1/spool", filler.url());
+    while support::get_json(&stats_url).await["queued"].as_u64() != Some(0) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = support::get_json(&stats_url).await;
+    println!(
+        "{} alerts opened in {:.0} s; filler peak RSS {:.1} MiB; spool file {:.0} MB",
+        stats["open_alerts"],
+        started.elapsed().as_secs_f64(),
+        rss_kb(filler.pid(), "VmHWM:") as f64 / 1024.0,
+        std::fs::metadata(spool).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+    );
+    let mut filler = filler;
+    assert_eq!(filler.terminate().code(), Some(0));
 }
 
 #[tokio::main]
@@ -32,6 +99,7 @@ async fn main() {
     let events = env_u64("STARTUP_EVENTS", 1000);
     let kb = env_u64("STARTUP_BODY_KB", 495);
     let runs = env_u64("STARTUP_RUNS", 3);
+    let open = env_u64("STARTUP_OPEN", 0);
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = dir.path().join("spool.redb");
     let spool_arg = spool.to_str().expect("utf-8").to_owned();
@@ -51,7 +119,10 @@ async fn main() {
         "--queue-capacity",
         "100000",
     ];
-    {
+    if open > 0 {
+        open_alerts(&spool_arg, &action, open).await;
+    }
+    if events > 0 {
         let filler = Bridge::serve(&args);
         let http = support::client();
         let started = Instant::now();
@@ -90,9 +161,10 @@ async fn main() {
         // dispatcher's first look at the queue.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let hwm = rss_kb(b.pid(), "VmHWM:") as f64 / 1024.0;
-        let queued = support::get_json(&format!("{}/v1/spool", b.url())).await["queued"].clone();
+        let stats = support::get_json(&format!("{}/v1/spool", b.url())).await;
+        let (queued, open_now) = (stats["queued"].clone(), stats["open_alerts"].clone());
         println!(
-            "run {}: ready {:.0} ms after spawn, peak RSS {:.1} MiB, queued {queued}",
+            "run {}: ready {:.0} ms after spawn, peak RSS {:.1} MiB, queued {queued}, open {open_now}",
             run + 1,
             to_ready.as_secs_f64() * 1000.0,
             hwm
@@ -103,7 +175,7 @@ async fn main() {
         assert_eq!(b.terminate().code(), Some(0));
     }
     println!(
-        "start-up with {events} queued of ~{kb} KB: spawn → ready median {:.0} ms, peak RSS median {:.1} MiB",
+        "start-up with {open} open, {events} queued of ~{kb} KB: spawn → ready median {:.0} ms, peak RSS median {:.1} MiB",
         median(ready),
         median(peak)
     );

@@ -13,19 +13,23 @@ use super::{AcceptError, AcceptInput, Accepted, now_ms};
 use crate::alerts::{self, Decision, Open, OpenChange, Situation};
 use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
-use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record};
+use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record, Store};
 
 /// Most bytes of queued events kept encoded in memory, so that sending them
 /// needs no store read. A byte budget, not a count: events may be up to
 /// 512 KB each.
 const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// An alert, (routing key, dedup key), as a keyed 128-bit digest: the index
-/// holds one per open alert, and there may be very many, so it keeps 16
-/// bytes instead of both strings (the store has those). The key is random
-/// per process, so no one can choose colliding alerts.
+/// An alert, (routing key, dedup key), as its 128-bit digest
+/// ([`crate::store::alert_digest`]): 16 bytes instead of both strings, and
+/// the key by which the store finds its open row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct AlertId([u64; 2]);
+pub(crate) struct AlertId(u128);
+
+/// Most open alerts kept in memory (about 40 bytes each) beyond those with
+/// an event queued; the others are read from the store when an event needs
+/// them.
+const OPEN_CACHE: usize = if cfg!(test) { 64 } else { 50_000 };
 
 /// An open alert and the row that stores it.
 #[derive(Debug, Clone, Copy)]
@@ -68,12 +72,19 @@ pub(super) struct Index {
     by_alert: HashMap<AlertId, Vec<u64>>,
     /// Queued events per routing key.
     pub(super) per_key: HashMap<Arc<str>, usize>,
+    /// Open alerts in memory: every one with an event queued, and recently
+    /// used others up to [`OPEN_CACHE`].
     pub(super) open: HashMap<AlertId, OpenEntry>,
+    /// How many alerts are open, in memory or not.
+    pub(super) open_count: usize,
+    /// Whether `open` holds every open alert (nothing to look up).
+    open_complete: bool,
+    /// When this process started, unix seconds: rows without an open time
+    /// count from it.
+    started_s: u32,
     pub(super) next_id: u64,
     pub(super) counters: Counters,
     pub(super) in_flight: usize,
-    /// The key of [`AlertId`] digests.
-    digest_key: std::hash::RandomState,
     /// Routing keys and action names, shared by every entry that has them.
     names: HashSet<Arc<str>>,
     /// Bytes of `wire` held by queued entries.
@@ -120,14 +131,91 @@ pub(super) fn secs(ms: i64) -> u32 {
 }
 
 impl Index {
-    pub(super) fn new(next_id: u64, counters: Counters, seen: Seen, open_ttl: std::time::Duration) -> Self {
+    pub(super) fn new(
+        next_id: u64,
+        counters: Counters,
+        seen: Seen,
+        open_ttl: std::time::Duration,
+        open_count: usize,
+    ) -> Self {
         Self {
             next_id,
             counters,
             seen,
             open_ttl_s: u32::try_from(open_ttl.as_secs()).unwrap_or(u32::MAX),
+            open_count,
+            open_complete: open_count == 0,
+            started_s: secs(now_ms()),
             ..Self::default()
         }
+    }
+
+    /// An alert's open state: from memory, else from the store (kept in
+    /// memory from then on, until [`Index::trim_open`]).
+    fn open_of(&mut self, store: &dyn Store, k: AlertId) -> Result<Option<OpenEntry>, crate::store::Error> {
+        if let Some(o) = self.open.get(&k) {
+            return Ok(Some(*o));
+        }
+        if self.open_complete {
+            return Ok(None);
+        }
+        Ok(store.open_alert(k.0)?.map(|(row, o)| {
+            let entry = OpenEntry {
+                alert: Open::restored(o.class, o.dead),
+                row,
+                opened_s: o.opened_ms.map_or(self.started_s, secs),
+            };
+            self.open.insert(k, entry);
+            entry
+        }))
+    }
+
+    /// Forgets open alerts beyond [`OPEN_CACHE`] that have nothing queued
+    /// (the store keeps them). Called between commits, never while a
+    /// decision waits for one.
+    pub(super) fn trim_open(&mut self) {
+        if self.open.len() <= OPEN_CACHE {
+            return;
+        }
+        let mut excess = self.open.len() - OPEN_CACHE * 3 / 4;
+        let by_alert = &self.by_alert;
+        self.open.retain(|k, _| {
+            if excess > 0 && !by_alert.contains_key(k) {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.open_complete = false;
+    }
+
+    /// Open rows the store found past their time (see
+    /// [`crate::store::Store::expired_open`]), less those `deleted` already
+    /// in this round: forgets them; returns the rows to delete.
+    pub(super) fn expire_stored(&mut self, found: &[(u64, u128)], deleted: &HashSet<u64>) -> Vec<u64> {
+        let mut rows = Vec::new();
+        for &(row, digest) in found {
+            if deleted.contains(&row) {
+                continue;
+            }
+            let k = AlertId(digest);
+            match self.open.get(&k) {
+                Some(o) if o.row != row => continue,
+                Some(_) => {
+                    self.open.remove(&k);
+                }
+                None => {}
+            }
+            self.open_count = self.open_count.saturating_sub(1);
+            rows.push(row);
+        }
+        rows
+    }
+
+    /// When rows without an open time count from, unix ms.
+    pub(super) fn started_ms(&self) -> i64 {
+        i64::from(self.started_s) * 1000
     }
 
     /// Whether an open alert's time is up.
@@ -147,13 +235,12 @@ impl Index {
             }
             keep
         });
+        self.open_count = self.open_count.saturating_sub(rows.len());
         rows
     }
 
     pub(super) fn alert_id(&self, routing_key: &str, dedup_key: &str) -> AlertId {
-        use std::hash::BuildHasher;
-        let half = |domain: u8| self.digest_key.hash_one((domain, routing_key, dedup_key));
-        AlertId([half(1), half(2)])
+        AlertId(crate::store::alert_digest(routing_key, dedup_key))
     }
 
     /// The shared copy of a routing key or action name.
@@ -188,19 +275,6 @@ impl Index {
                 accepted_ms: r.accepted_ms,
             },
         );
-    }
-
-    /// Sets an alert read back from the store; returns the row it replaces
-    /// (an older row of the same alert, left by a failed commit).
-    pub(super) fn restore_open(&mut self, row: u64, o: &OpenRow, now_s: u32) -> Option<u64> {
-        let k = self.alert_id(&o.routing_key, &o.dedup_key);
-        // A row from before open times were stored counts from now.
-        let entry = OpenEntry {
-            alert: Open::restored(o.class, o.dead),
-            row,
-            opened_s: o.opened_ms.map_or(now_s, secs),
-        };
-        self.open.insert(k, entry).map(|old| old.row)
     }
 
     fn insert(&mut self, id: u64, entry: Entry) {
@@ -267,6 +341,8 @@ impl Index {
             Some(o) => self.open.insert(k, o),
             None => self.open.remove(&k),
         };
+        self.open_count =
+            (self.open_count + usize::from(open.is_some())).saturating_sub(usize::from(before.is_some()));
         undo.push(Undo::Open(k, before, in_flight));
     }
 
@@ -287,6 +363,7 @@ impl Index {
     /// to undo it) and adds what must be written to `change`.
     pub(super) fn decide_accept(
         &mut self,
+        store: &dyn Store,
         capacity: usize,
         input: AcceptInput,
         change: &mut Change,
@@ -304,7 +381,7 @@ impl Index {
         let now_s = secs(now);
         // An alert past --open-alert-ttl is not open any more, though its
         // row may not be pruned yet.
-        let stored = self.open.get(&k).copied();
+        let stored = self.open_of(store, k)?;
         let current = stored.filter(|o| !self.expired(o, now_s));
         let queued = self.queued_triggers(&k);
         let situation = Situation {
@@ -406,22 +483,25 @@ impl Index {
     /// sent now: a trigger opens its alert again.
     pub(super) fn decide_requeue(
         &mut self,
+        store: &dyn Store,
         mut record: Record,
         change: &mut Change,
         undo: &mut Vec<Undo>,
-    ) -> u64 {
+    ) -> Result<u64, crate::store::Error> {
+        let key = self.intern(&record.routing_key);
+        let k = self.alert_id(&key, &record.dedup_key);
+        // Read before anything changes: a failed read leaves nothing to undo.
+        let stored = self.open_of(store, k)?;
         let new_id = self.next_id;
         undo.push(Undo::NextId(new_id));
         self.next_id += 1;
-        let key = self.intern(&record.routing_key);
-        let k = self.alert_id(&key, &record.dedup_key);
         if let (EventAction::Trigger, Some(class)) = (record.event_action, record.class) {
             let entry = OpenEntry {
                 alert: Open::new(class),
                 row: new_id,
                 opened_s: secs(now_ms()),
             };
-            if let Some(old) = self.open.get(&k) {
+            if let Some(old) = stored {
                 change.open_delete.push(old.row);
             }
             self.set_open(k, Some(entry), undo);
@@ -449,7 +529,7 @@ impl Index {
         change.dead_delete.push(record.id);
         record.requeue(new_id, now_ms());
         change.put.push(record);
-        new_id
+        Ok(new_id)
     }
 
     /// The commit of a decision succeeded: its new entries may be sent,
@@ -482,20 +562,25 @@ impl Index {
                         e.held = false;
                     }
                 }
-                Undo::Open(k, before, was_in_flight) => match before {
-                    Some(mut open) => {
-                        // A trigger that was in flight may have reached
-                        // PagerDuty since: count it as seen (an extra
-                        // resolve is harmless, a missing one is not).
-                        if was_in_flight || self.open.get(&k).is_some_and(|o| o.alert.delivered) {
-                            open.alert = open.alert.delivered();
+                Undo::Open(k, before, was_in_flight) => {
+                    let now_open = usize::from(self.open.contains_key(&k));
+                    self.open_count =
+                        (self.open_count + usize::from(before.is_some())).saturating_sub(now_open);
+                    match before {
+                        Some(mut open) => {
+                            // A trigger that was in flight may have reached
+                            // PagerDuty since: count it as seen (an extra
+                            // resolve is harmless, a missing one is not).
+                            if was_in_flight || self.open.get(&k).is_some_and(|o| o.alert.delivered) {
+                                open.alert = open.alert.delivered();
+                            }
+                            self.open.insert(k, open);
                         }
-                        self.open.insert(k, open);
+                        None => {
+                            self.open.remove(&k);
+                        }
                     }
-                    None => {
-                        self.open.remove(&k);
-                    }
-                },
+                }
                 Undo::NextId(id) => self.next_id = id,
                 Undo::Superseded(n) => self.counters.superseded -= n,
                 Undo::Claim(c) => self.seen.remove(c),
@@ -539,17 +624,19 @@ mod tests {
             Counters::default(),
             Seen::default(),
             std::time::Duration::from_secs(10),
+            2,
         );
         let entry = |row, opened_s| OpenEntry {
             alert: Open::new(crate::translate::AlertClass::Failure),
             row,
             opened_s,
         };
-        idx.open.insert(AlertId([1, 1]), entry(7, 100));
-        idx.open.insert(AlertId([2, 2]), entry(8, 105));
+        idx.open.insert(AlertId(1), entry(7, 100));
+        idx.open.insert(AlertId(2), entry(8, 105));
         assert!(idx.expire_open(109).is_empty());
         assert_eq!(idx.expire_open(110), vec![7]);
         assert_eq!(idx.open.len(), 1);
+        assert_eq!(idx.open_count, 1);
         assert!(!idx.expired(&entry(8, 105), 114));
         assert!(idx.expired(&entry(8, 105), 115));
     }

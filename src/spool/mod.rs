@@ -256,6 +256,19 @@ pub(crate) enum Admit {
     Stop(Instant),
 }
 
+/// Moves rows that no longer decode to the quarantine, logging each once.
+fn set_aside(store: &dyn Store, damaged: &[crate::store::Damaged]) -> Result<(), Error> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    for d in damaged {
+        tracing::error!(table = %d.table, key = %crate::logging::escape(&d.key),
+            error = %crate::logging::escape(&d.error), spool = %store.location(),
+            "a spool row does not decode; it is kept in the quarantine (see `spool check`, `spool drop`)");
+    }
+    store.quarantine(damaged)
+}
+
 // === impl Spool ===
 
 impl Spool {
@@ -294,15 +307,8 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         let seen = retention.seen;
-        let snap = store.snapshot()?;
-        if !snap.damaged.is_empty() {
-            for d in &snap.damaged {
-                tracing::error!(table = %d.table, key = %crate::logging::escape(&d.key),
-                    error = %crate::logging::escape(&d.error), spool = %store.location(),
-                    "a spool row does not decode; it is kept in the quarantine (see `spool check`, `spool drop`)");
-            }
-            store.quarantine(&snap.damaged)?;
-        }
+        let snap = store.resume()?;
+        set_aside(&*store, &snap.damaged)?;
         let quarantined = store.quarantined_count()?;
         if quarantined > 0 && snap.damaged.is_empty() {
             tracing::warn!(
@@ -318,6 +324,7 @@ impl Spool {
             snap.counters,
             Seen::new(seen),
             retention.open_alert_ttl,
+            snap.open_count,
         );
         for (at, claim) in claims {
             index.seen.insert(claim, at);
@@ -328,34 +335,12 @@ impl Spool {
             let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
             index.restore(r, now.checked_add(wait).unwrap_or(now));
         }
-        // In id order, so a later row of an alert wins. There is one row per
-        // alert unless a commit failed half-way through the bookkeeping; an
-        // older row left behind would reopen a resolved alert at a later
-        // start, so it is dropped now.
-        let mut stale: Vec<u64> = snap
-            .open
-            .iter()
-            .filter_map(|(row, o)| index.restore_open(*row, o, index::secs(wall)))
-            .collect();
-        // Alerts past --open-alert-ttl while the bridge was stopped.
-        let expired = index.expire_open(index::secs(wall));
-        if !expired.is_empty() {
-            tracing::info!(
-                expired = expired.len(),
-                "open alerts past --open-alert-ttl forgotten at start"
-            );
-        }
-        stale.extend(expired);
-        if !stale.is_empty() {
-            store.commit_one(Change {
-                open_delete: stale,
-                ..Change::durable()
-            })?;
-        }
+        // Open alerts stay in the store until an event needs one; those past
+        // --open-alert-ttl go in the writer's first round.
         if !index.queued.is_empty() {
             tracing::info!(
                 queued = index.queued.len(),
-                open_alerts = index.open.len(),
+                open_alerts = index.open_count,
                 "resuming undelivered events from the spool"
             );
         }
@@ -471,7 +456,7 @@ impl Spool {
         Stats {
             queued: idx.queued.len(),
             in_flight: idx.in_flight,
-            open_alerts: idx.open.len(),
+            open_alerts: idx.open_count,
             dead_letters: dead,
             paused_keys: 0,
             quarantined,
@@ -492,7 +477,7 @@ impl Spool {
         crate::metrics::Snapshot {
             queued: idx.queued.len() as u64,
             oldest_queued_age: age_ms as f64 / 1000.0,
-            open_alerts: idx.open.len() as u64,
+            open_alerts: idx.open_count as u64,
             dead_letters: dead as u64,
             paused_keys: 0,
             spool_bytes: bytes,

@@ -335,3 +335,66 @@ fn a_file_grown_for_a_backlog_is_given_back_once_it_is_gone() {
     store.commit_one(more).expect("write after compaction");
     assert_eq!(store.snapshot().expect("snapshot").events.len(), 3);
 }
+
+fn run_event(run: u64, state_type: &str, state_name: &str) -> Translation {
+    let body = serde_json::json!({
+        "event": format!("prefect.flow-run.{state_name}"), "id": format!("e-{run}-{state_name}"),
+        "occurred": "2026-11-28T08:36:31Z", "related": [], "payload": {},
+        "resource": {"prefect.resource.id": format!("prefect.flow-run.run-{run}"), "prefect.resource.name": "r",
+                     "prefect.state-type": state_type, "prefect.state-name": state_name}
+    });
+    let n = crate::prefect::parse(body.to_string().as_bytes(), None);
+    let action = Action {
+        name: "a".into(),
+        routing_key: Secret::new("R0UTINGKEY0000000000000000000000"),
+        severity: None,
+    };
+    translate(&n, &action, &Options::default())
+}
+
+#[tokio::test]
+async fn open_alerts_beyond_memory_are_found_in_the_store_also_after_a_restart() {
+    const RUNS: u64 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let spool = Spool::open(&path, CAPACITY).expect("open");
+        for run in 0..RUNS {
+            let r = spool.accept("a", &run_event(run, "FAILED", "Failed"), None).await;
+            assert!(matches!(r, Ok(Accepted::Queued { .. })), "{r:?}");
+            let due = spool.take_due(10, |_| Admit::Go).0;
+            for d in &due {
+                spool.delivered(d);
+            }
+        }
+        spool.flush().await.expect("flush");
+        assert_eq!(spool.stats().open_alerts, RUNS as usize);
+        let in_memory = spool.lock().open.len();
+        assert!(in_memory <= 64, "{in_memory} open alerts held in memory");
+        // The first run's alert left memory long ago: its recovery is sent.
+        let r = spool
+            .accept("a", &run_event(0, "COMPLETED", "Completed"), None)
+            .await;
+        assert!(matches!(r, Ok(Accepted::Queued { .. })), "{r:?}");
+        // A repeat of a failure still open opens nothing new.
+        let r = spool.accept("a", &run_event(1, "FAILED", "Crashed"), None).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(spool.stats().open_alerts, RUNS as usize - 1);
+        spool.flush().await.expect("flush");
+    }
+    let spool = reopen(&path);
+    assert_eq!(spool.stats().open_alerts, RUNS as usize - 1);
+    assert_eq!(spool.lock().open.len(), 0, "nothing read at start");
+    for run in [1, RUNS / 2, RUNS - 1] {
+        let r = spool
+            .accept("a", &run_event(run, "COMPLETED", "Completed"), None)
+            .await;
+        assert!(matches!(r, Ok(Accepted::Queued { .. })), "run {run}: {r:?}");
+    }
+    // Closed, so a second recovery finds nothing.
+    let r = spool
+        .accept("a", &run_event(RUNS - 1, "COMPLETED", "Completed"), None)
+        .await;
+    assert!(matches!(r, Ok(Accepted::Ignored { .. })), "{r:?}");
+    assert_eq!(spool.stats().open_alerts, RUNS as usize - 4);
+}

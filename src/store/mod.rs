@@ -283,8 +283,11 @@ pub(crate) struct Snapshot {
     /// disk until sent, so a restart after a long outage does not hold every
     /// queued body in memory at once.
     pub(crate) events: Vec<Queued>,
-    /// Open-alert rows by id, in id order.
+    /// Open-alert rows by id, in id order ([`Store::snapshot`] only: a
+    /// resuming spool reads them when it needs them).
     pub(crate) open: Vec<(u64, OpenRow)>,
+    /// How many alerts are open.
+    pub(crate) open_count: usize,
     /// The next id to use.
     pub(crate) next_id: u64,
     /// Counters.
@@ -292,6 +295,24 @@ pub(crate) struct Snapshot {
     /// Reconciliation's checkpoint, unix ms.
     pub(crate) checkpoint: Option<i64>,
     /// Rows of events, open alerts, dead letters and actions that do not decode.
+    pub(crate) damaged: Vec<Damaged>,
+}
+
+/// The stable name of an alert, (routing key, dedup key), by which its
+/// open row is found: 128 bits of SHA-256, out of reach of anyone choosing
+/// keys to collide.
+pub(crate) fn alert_digest(routing_key: &str, dedup_key: &str) -> u128 {
+    crate::digest::sha256_128(&[routing_key.as_bytes(), dedup_key.as_bytes()])
+}
+
+/// Open rows past their time, found by [`Store::expired_open`].
+#[derive(Debug, Default)]
+pub(crate) struct Expired {
+    /// (row id, alert digest) of each.
+    pub(crate) rows: Vec<(u64, u128)>,
+    /// Where the next look starts; `None` when this one reached the end.
+    pub(crate) next: Option<u64>,
+    /// Rows looked at that no longer decode (for the quarantine).
     pub(crate) damaged: Vec<Damaged>,
 }
 
@@ -392,6 +413,35 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     /// How many bytes it takes up (for `/metrics`; 0 when unknown).
     fn size_bytes(&self) -> u64;
 
+    /// What resuming needs: [`Store::snapshot`] without the open-alert
+    /// rows, only their count (there may be millions; the spool reads one
+    /// when an event needs it).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn resume(&self) -> Result<Snapshot, Error>;
+
+    /// The open row of an alert (by [`alert_digest`]) and its row id; a row
+    /// that no longer decodes counts as none.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn open_alert(&self, digest: u128) -> Result<Option<(u64, OpenRow)>, Error>;
+
+    /// Up to `limit` open rows from row id `from` on, and those among them
+    /// whose alert opened before `before_ms` (rows with no time count as
+    /// opened at `untimed_ms`).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn expired_open(
+        &self,
+        from: u64,
+        limit: usize,
+        before_ms: i64,
+        untimed_ms: i64,
+    ) -> Result<Expired, Error>;
+
     /// Gives space it no longer uses back to the file system, when most of
     /// it is free (after a backlog drained). Only the writer calls it, and
     /// no write runs meanwhile. Returns the size before and after when it
@@ -403,10 +453,11 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
-    /// Commits one change durably (start-up and the offline CLI).
+    /// Commits one change durably (tests).
     ///
     /// # Errors
     /// When the commit fails.
+    #[cfg(test)]
     fn commit_one(&self, change: Change) -> Result<(), Error> {
         self.apply(&[&change], true)
     }

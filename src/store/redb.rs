@@ -17,7 +17,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::envelope;
 use super::{
-    Change, Counters, Damaged, Error, Quarantined, Queued, Record, Snapshot, Store, StoredAction, storage,
+    Change, Counters, Damaged, Error, OpenRow, Quarantined, Queued, Record, Snapshot, Store, StoredAction,
+    storage,
 };
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
@@ -28,6 +29,9 @@ const OPEN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("open_alerts"
 /// The open-alert table of earlier versions (keyed by a digest); moved into
 /// [`OPEN`] when such a spool is opened.
 const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("open");
+/// Which row of [`OPEN`] holds each open alert, by [`super::alert_digest`]:
+/// how an event finds its alert without the spool holding every one.
+const OPEN_KEYS: TableDefinition<'_, u128, u64> = TableDefinition::new("open_keys");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The key in [`META`] of reconciliation's checkpoint (unix ms).
 const CHECKPOINT: &str = "reconcile_checkpoint_ms";
@@ -90,12 +94,14 @@ fn open_database(path: &Path) -> Result<Database, Error> {
             txn.open_table(EVENTS).map_err(storage)?;
             txn.open_table(DEAD).map_err(storage)?;
             txn.open_table(OPEN).map_err(storage)?;
+            txn.open_table(OPEN_KEYS).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(ACTIONS).map_err(storage)?;
             txn.open_table(SEEN).map_err(storage)?;
             txn.open_table(QUARANTINE).map_err(storage)?;
         }
         migrate_open_by_digest(&txn)?;
+        index_open_rows(&txn)?;
         txn.commit().map_err(storage)?;
         Ok(db)
     })
@@ -124,6 +130,67 @@ impl RedbStore {
             .ok_or_else(|| {
                 Error::Unavailable("the spool file is being opened again after a write failed".into())
             })
+    }
+
+    /// Everything needed to resume; the open rows too when `open_rows`
+    /// (offline checks and tests), else only their count.
+    fn read_snapshot(&self, open_rows: bool) -> Result<Snapshot, Error> {
+        use redb::ReadableTableMetadata;
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            let mut snap = Snapshot::default();
+            // Each body is dropped as soon as its row is read.
+            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged, Queued::from)?;
+            let open = txn.open_table(OPEN).map_err(storage)?;
+            snap.open_count = usize::try_from(open.len().map_err(storage)?).unwrap_or(usize::MAX);
+            if open_rows {
+                for row in open.iter().map_err(storage)? {
+                    let (k, v) = row.map_err(storage)?;
+                    match envelope::decode_open(v.value()) {
+                        Ok(o) => snap.open.push((k.value(), o)),
+                        Err(e) => snap
+                            .damaged
+                            .push(damaged("open_alerts", k.value(), &e, v.value())),
+                    }
+                }
+            }
+            let meta = txn.open_table(META).map_err(storage)?;
+            let get = |k: &str| meta.get(k).ok().flatten().map(|v| v.value()).unwrap_or(0);
+            snap.counters = Counters {
+                delivered: get("delivered"),
+                superseded: get("superseded"),
+                dead_lettered: get("dead_lettered"),
+            };
+            snap.checkpoint = meta
+                .get(CHECKPOINT)
+                .ok()
+                .flatten()
+                .and_then(|v| i64::try_from(v.value()).ok());
+            let dead = txn.open_table(DEAD).map_err(storage)?;
+            for row in dead.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                if let Err(e) = envelope::decode_record(v.value()) {
+                    snap.damaged.push(damaged("dead", k.value(), &e, v.value()));
+                }
+            }
+            let actions = txn.open_table(ACTIONS).map_err(storage)?;
+            for row in actions.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                if let Err(e) = envelope::decode_action(v.value()) {
+                    snap.damaged.push(damaged("actions", k.value(), &e, v.value()));
+                }
+            }
+            let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
+            let last_open = open.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
+            snap.next_id = get("next_id")
+                .max(last_event + 1)
+                .max(last_dead + 1)
+                .max(last_open + 1)
+                .max(1);
+            Ok(snap)
+        })
     }
 
     fn count<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -197,6 +264,64 @@ impl Store for RedbStore {
         }
     }
 
+    fn resume(&self) -> Result<Snapshot, Error> {
+        self.read_snapshot(false)
+    }
+
+    fn open_alert(&self, digest: u128) -> Result<Option<(u64, OpenRow)>, Error> {
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            let keys = txn.open_table(OPEN_KEYS).map_err(storage)?;
+            let Some(row) = keys.get(digest).map_err(storage)?.map(|v| v.value()) else {
+                return Ok(None);
+            };
+            let open = txn.open_table(OPEN).map_err(storage)?;
+            let Some(v) = open.get(row).map_err(storage)? else {
+                return Ok(None);
+            };
+            match envelope::decode_open(v.value()) {
+                Ok(o) => Ok(Some((row, o))),
+                Err(e) => {
+                    tracing::warn!(row, error = %e, "an open-alert row no longer decodes; it counts as closed (see `spool check`)");
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn expired_open(
+        &self,
+        from: u64,
+        limit: usize,
+        before_ms: i64,
+        untimed_ms: i64,
+    ) -> Result<super::Expired, Error> {
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            let open = txn.open_table(OPEN).map_err(storage)?;
+            let mut found = super::Expired::default();
+            for (seen, row) in open.range(from..).map_err(storage)?.enumerate() {
+                let (k, v) = row.map_err(storage)?;
+                if seen == limit {
+                    found.next = Some(k.value());
+                    break;
+                }
+                match envelope::decode_open(v.value()) {
+                    Ok(o) if o.opened_ms.unwrap_or(untimed_ms) < before_ms => found
+                        .rows
+                        .push((k.value(), super::alert_digest(&o.routing_key, &o.dedup_key))),
+                    Ok(_) => {}
+                    Err(e) => found
+                        .damaged
+                        .push(damaged("open_alerts", k.value(), &e, v.value())),
+                }
+            }
+            Ok(found)
+        })
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
@@ -207,58 +332,7 @@ impl Store for RedbStore {
     /// # Errors
     /// Storage errors.
     fn snapshot(&self) -> Result<Snapshot, Error> {
-        let db = self.db()?;
-        guarded(&self.path, || {
-            let txn = db.begin_read().map_err(storage)?;
-            let mut snap = Snapshot::default();
-            // Each body is dropped as soon as its row is read.
-            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged, Queued::from)?;
-            let open = txn.open_table(OPEN).map_err(storage)?;
-            for row in open.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                match envelope::decode_open(v.value()) {
-                    Ok(o) => snap.open.push((k.value(), o)),
-                    Err(e) => snap
-                        .damaged
-                        .push(damaged("open_alerts", k.value(), &e, v.value())),
-                }
-            }
-            let meta = txn.open_table(META).map_err(storage)?;
-            let get = |k: &str| meta.get(k).ok().flatten().map(|v| v.value()).unwrap_or(0);
-            snap.counters = Counters {
-                delivered: get("delivered"),
-                superseded: get("superseded"),
-                dead_lettered: get("dead_lettered"),
-            };
-            snap.checkpoint = meta
-                .get(CHECKPOINT)
-                .ok()
-                .flatten()
-                .and_then(|v| i64::try_from(v.value()).ok());
-            let dead = txn.open_table(DEAD).map_err(storage)?;
-            for row in dead.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                if let Err(e) = envelope::decode_record(v.value()) {
-                    snap.damaged.push(damaged("dead", k.value(), &e, v.value()));
-                }
-            }
-            let actions = txn.open_table(ACTIONS).map_err(storage)?;
-            for row in actions.iter().map_err(storage)? {
-                let (k, v) = row.map_err(storage)?;
-                if let Err(e) = envelope::decode_action(v.value()) {
-                    snap.damaged.push(damaged("actions", k.value(), &e, v.value()));
-                }
-            }
-            let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
-            let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
-            let last_open = snap.open.last().map(|(id, _)| *id).unwrap_or(0);
-            snap.next_id = get("next_id")
-                .max(last_event + 1)
-                .max(last_dead + 1)
-                .max(last_open + 1)
-                .max(1);
-            Ok(snap)
-        })
+        self.read_snapshot(true)
     }
 
     /// Commits `changes` in one transaction, fsync'd when `durable`.
@@ -577,6 +651,31 @@ fn migrate_open_by_digest(txn: &redb::WriteTransaction) -> Result<(), Error> {
     Ok(())
 }
 
+/// Builds [`OPEN_KEYS`] for a spool written before it existed; of two rows
+/// of one alert the later stays.
+fn index_open_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
+    use redb::ReadableTableMetadata;
+    let mut keys = txn.open_table(OPEN_KEYS).map_err(storage)?;
+    let mut open = txn.open_table(OPEN).map_err(storage)?;
+    if !keys.is_empty().map_err(storage)? || open.is_empty().map_err(storage)? {
+        return Ok(());
+    }
+    let mut older = Vec::new();
+    for row in open.iter().map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        if let Ok(o) = envelope::decode_open(v.value()) {
+            let digest = super::alert_digest(&o.routing_key, &o.dedup_key);
+            if let Some(before) = keys.insert(digest, k.value()).map_err(storage)? {
+                older.push(before.value());
+            }
+        }
+    }
+    for id in older {
+        open.remove(id).map_err(storage)?;
+    }
+    Ok(())
+}
+
 fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error> {
     // An empty durable change still commits: it makes earlier
     // `Durability::None` commits durable (the flush at shutdown).
@@ -594,6 +693,7 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
         let mut dead = txn.open_table(DEAD).map_err(storage)?;
         let mut open = txn.open_table(OPEN).map_err(storage)?;
+        let mut keys = txn.open_table(OPEN_KEYS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut actions = txn.open_table(ACTIONS).map_err(storage)?;
         let mut seen = txn.open_table(SEEN).map_err(storage)?;
@@ -618,11 +718,24 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
                 dead.remove(*id).map_err(storage)?;
             }
             for id in &c.open_delete {
-                open.remove(*id).map_err(storage)?;
+                let gone = open.remove(*id).map_err(storage)?;
+                if let Some(o) = gone.and_then(|v| envelope::decode_open(v.value()).ok()) {
+                    let digest = super::alert_digest(&o.routing_key, &o.dedup_key);
+                    if keys.get(digest).map_err(storage)?.map(|v| v.value()) == Some(*id) {
+                        keys.remove(digest).map_err(storage)?;
+                    }
+                }
             }
             for (id, o) in &c.open_put {
                 let bytes = envelope::encode_open(o);
                 open.insert(*id, bytes.as_slice()).map_err(storage)?;
+                let digest = super::alert_digest(&o.routing_key, &o.dedup_key);
+                // One row per alert: an older one (a commit that failed
+                // half-way, once) would reopen it after a resolve.
+                let older = keys.insert(digest, *id).map_err(storage)?.map(|v| v.value());
+                if let Some(older) = older.filter(|r| r != id) {
+                    open.remove(older).map_err(storage)?;
+                }
                 max_id = max_id.max(*id);
             }
             for a in &c.action_put {
