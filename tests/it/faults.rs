@@ -988,7 +988,20 @@ async fn a_flood_to_one_key_never_meets_the_window_limit() {
     const N: usize = 150;
     let double = Double::start().await;
     double.throttle_window(30, Duration::from_secs(1));
-    let b = serve_oncall(&double, &["--pagerduty-rate", "30/1s", "--pagerduty-burst", "30"]);
+    // PagerDuty is down while the flood arrives, so that it is all queued
+    // when PagerDuty is back, however slowly the posts went.
+    double.set_reply(Reply::Status(500));
+    let b = serve_oncall(
+        &double,
+        &[
+            "--pagerduty-rate",
+            "30/1s",
+            "--pagerduty-burst",
+            "30",
+            "--retry-initial-interval",
+            "300ms",
+        ],
+    );
     for run in 0..N {
         assert_eq!(
             post(&b.intake("oncall"), run_event(run, "FAILED", "Failed", "a"))
@@ -997,6 +1010,8 @@ async fn a_flood_to_one_key_never_meets_the_window_limit() {
             202
         );
     }
+    assert_eq!(spool_stats(&b).await["queued"], N);
+    double.set_reply(Reply::Accept);
     let got = double.wait_accepted(N, WAIT).await;
     let all = double.received();
     assert_eq!(all.iter().filter(|r| r.status == 429).count(), 0, "answered 429");
