@@ -6,10 +6,15 @@ use crate::translate::AlertClass;
 use crate::translate::{Options, translate};
 
 fn translated(state_type: &str, state_name: &str) -> Translation {
+    event_of("r1", &format!("e-{state_name}"), state_type, state_name)
+}
+
+/// A flow-run state event of run `run` with Prefect event id `id`, translated.
+fn event_of(run: &str, id: &str, state_type: &str, state_name: &str) -> Translation {
     let body = serde_json::json!({
-        "event": format!("prefect.flow-run.{state_name}"), "id": format!("e-{state_name}"),
+        "event": format!("prefect.flow-run.{state_name}"), "id": id,
         "occurred": "2026-11-28T08:36:31Z", "related": [], "payload": {},
-        "resource": {"prefect.resource.id": "prefect.flow-run.r1", "prefect.resource.name": "r",
+        "resource": {"prefect.resource.id": format!("prefect.flow-run.{run}"), "prefect.resource.name": "r",
                      "prefect.state-type": state_type, "prefect.state-name": state_name}
     });
     let n = crate::prefect::parse(body.to_string().as_bytes(), None);
@@ -337,19 +342,12 @@ fn a_file_grown_for_a_backlog_is_given_back_once_it_is_gone() {
 }
 
 fn run_event(run: u64, state_type: &str, state_name: &str) -> Translation {
-    let body = serde_json::json!({
-        "event": format!("prefect.flow-run.{state_name}"), "id": format!("e-{run}-{state_name}"),
-        "occurred": "2026-11-28T08:36:31Z", "related": [], "payload": {},
-        "resource": {"prefect.resource.id": format!("prefect.flow-run.run-{run}"), "prefect.resource.name": "r",
-                     "prefect.state-type": state_type, "prefect.state-name": state_name}
-    });
-    let n = crate::prefect::parse(body.to_string().as_bytes(), None);
-    let action = Action {
-        name: "a".into(),
-        routing_key: Secret::new("R0UTINGKEY0000000000000000000000"),
-        severity: None,
-    };
-    translate(&n, &action, &Options::default())
+    event_of(
+        &format!("run-{run}"),
+        &format!("e-{run}-{state_name}"),
+        state_type,
+        state_name,
+    )
 }
 
 #[tokio::test]
