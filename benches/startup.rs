@@ -7,7 +7,9 @@
 //! `STARTUP_BODY_KB=495`, `PPB_BRIDGE_BIN=<binary>` to measure another
 //! build on the same spool). `STARTUP_OPEN=1000000` first opens that many
 //! alerts (delivered, so nothing of them is queued); the filler's peak RSS
-//! is the bridge's memory while they were opened.
+//! is the bridge's memory while they were opened. `STARTUP_EVENTS=1000000
+//! STARTUP_BODY_KB=0` queues a million ordinary events the same way; the
+//! filler's peak RSS is then the bridge's memory with them queued.
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(unused_imports)]
@@ -54,30 +56,8 @@ async fn open_alerts(spool: &str, action: &str, n: u64) {
         "--max-in-flight",
         "64",
     ]);
-    let http = support::client();
     let started = Instant::now();
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..32 {
-        let (http, intake, next) = (http.clone(), filler.intake("oncall"), next.clone());
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let status = http
-                    .post(&intake)
-                    .body(big_event(1_000_000_000 + i, 0))
-                    .send()
-                    .await;
-                assert_eq!(status.expect("post").status().as_u16(), 202, "event {i}");
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("poster");
-    }
+    post_all(filler.intake("oncall"), 1_000_000_000, n, 0).await;
     let stats_url = format!("{}/v1/spool", filler.url());
     while support::get_json(&stats_url).await["queued"].as_u64() != Some(0) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -94,6 +74,30 @@ async fn open_alerts(spool: &str, action: &str, n: u64) {
     assert_eq!(filler.terminate().code(), Some(0));
 }
 
+/// Posts `n` events of `kb` KB (distinct failed runs from number `first`
+/// on), 32 at a time; each must be answered 202.
+async fn post_all(intake: String, first: u64, n: u64, kb: u64) {
+    let http = support::client();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (http, intake, next) = (http.clone(), intake.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let status = http.post(&intake).body(big_event(first + i, kb)).send().await;
+                assert_eq!(status.expect("post").status().as_u16(), 202, "event {i}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("poster");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let events = env_u64("STARTUP_EVENTS", 1000);
@@ -104,6 +108,7 @@ async fn main() {
     let spool = dir.path().join("spool.redb");
     let spool_arg = spool.to_str().expect("utf-8").to_owned();
     let action = format!("oncall={}", support::KEY_A);
+    let capacity = (events + 1).max(100_000).to_string();
     // Nothing listens on port 9: every send fails, then waits 10 minutes.
     let args = [
         "--action",
@@ -117,32 +122,24 @@ async fn main() {
         "--retry-max-interval",
         "10m",
         "--queue-capacity",
-        "100000",
+        capacity.as_str(),
     ];
     if open > 0 {
         open_alerts(&spool_arg, &action, open).await;
     }
     if events > 0 {
         let filler = Bridge::serve(&args);
-        let http = support::client();
         let started = Instant::now();
-        for i in 0..events {
-            let status = http
-                .post(filler.intake("oncall"))
-                .body(big_event(i, kb))
-                .send()
-                .await
-                .expect("post")
-                .status();
-            assert_eq!(status.as_u16(), 202, "event {i}");
-        }
+        post_all(filler.intake("oncall"), 0, events, kb).await;
         let stats = support::get_json(&format!("{}/v1/spool", filler.url())).await;
         println!(
-            "backlog: {} events of ~{kb} KB accepted in {:.1} s; queued {}; spool file {:.0} MB",
+            "backlog: {} events of ~{kb} KB accepted in {:.1} s; queued {}; spool file {:.0} MB; \
+             filler peak RSS {:.1} MiB",
             events,
             started.elapsed().as_secs_f64(),
             stats["queued"],
-            std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) as f64 / 1e6
+            std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+            rss_kb(filler.pid(), "VmHWM:") as f64 / 1024.0
         );
         assert_eq!(
             stats["queued"].as_u64(),

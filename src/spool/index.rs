@@ -1,4 +1,5 @@
-//! The spool's memory: queued events in id order, open alerts, and the
+//! The spool's memory: the first queued events in id order (the window),
+//! how many more the store holds (the rest), open alerts, and the
 //! idempotency claims. Decisions are made here under the spool's lock by the
 //! writer thread ([`super::writer`]): [`crate::alerts`] says what an event
 //! means, this module applies that, recording each step so that a failed
@@ -20,11 +21,32 @@ use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record, Store};
 /// 512 KB each.
 const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most queued events held in memory: the first of the queue by id. The
+/// rest stay in the store only and are read in, in id order, as these are
+/// sent, so a long outage costs memory only up to this (about 300 bytes
+/// each). A window that is a prefix of the queue keeps the send order: an
+/// event in memory is older than any of the rest.
+pub(super) const WINDOW: usize = if cfg!(test) { 32 } else { 16_384 };
+
+/// The window is read into once it has room for this many.
+const REFILL: usize = WINDOW / 4;
+
+/// Most bytes of stored rows one read into the window takes (events may be
+/// 512 KB each, and the writer, so intake, waits while it reads).
+pub(super) const REFILL_BYTES: usize = 16 * 1024 * 1024;
+
 /// An alert, (routing key, dedup key), as its 128-bit digest
 /// ([`crate::store::alert_digest`]): 16 bytes instead of both strings, and
 /// the key by which the store finds its open row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct AlertId(u128);
+
+impl AlertId {
+    /// The digest, as the store keys it.
+    pub(crate) fn digest(self) -> u128 {
+        self.0
+    }
+}
 
 /// Most open alerts kept in memory (about 40 bytes each) beyond those with
 /// an event queued; the others are read from the store when an event needs
@@ -67,7 +89,18 @@ pub(super) struct Entry {
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
+    /// The window: the first queued events, up to [`WINDOW`].
     pub(super) queued: BTreeMap<u64, Entry>,
+    /// Queued events from this id on are in the store only (the rest);
+    /// `None` when the window holds every one.
+    rest_from: Option<u64>,
+    /// How many queued events are in the store only.
+    rest_len: usize,
+    /// Events of the rest decided but not committed yet (the store does not
+    /// have them): by alert, (id, whether it is a trigger).
+    rest_new: HashMap<AlertId, Vec<(u64, bool)>>,
+    /// Events of the rest superseded by a decision not committed yet.
+    rest_held: HashSet<u64>,
     /// Queued ids per alert, oldest first: only the first may be sent.
     by_alert: HashMap<AlertId, Vec<u64>>,
     /// Queued events per routing key.
@@ -106,6 +139,10 @@ pub(super) enum Undo {
     /// An open alert as it was, and whether its trigger was in flight then
     /// (it may have been delivered meanwhile).
     Open(AlertId, Option<OpenEntry>, bool),
+    /// A new event of the rest, its alert, and where the rest started before.
+    Rest(u64, AlertId, Option<u64>),
+    /// An event of the rest held back.
+    RestHeld(u64),
     /// The id counter as it was.
     NextId(u64),
     /// Superseded events counted.
@@ -243,6 +280,86 @@ impl Index {
         AlertId(crate::store::alert_digest(routing_key, dedup_key))
     }
 
+    /// Queued events, in memory or not.
+    pub(super) fn queued_len(&self) -> usize {
+        self.queued.len() + self.rest_len
+    }
+
+    /// Where to read the rest from and how many rows fit, when the window
+    /// has room and nothing of the rest waits for a commit.
+    pub(super) fn refill_from(&self) -> Option<(u64, usize)> {
+        let from = self.rest_from?;
+        let room = WINDOW.saturating_sub(self.queued.len());
+        (room >= REFILL && self.rest_new.is_empty() && self.rest_held.is_empty()).then_some((from, room))
+    }
+
+    /// Takes a slice of the rest (read from [`Index::refill_from`]) into the
+    /// window; returns how many events it took.
+    pub(super) fn page_in(&mut self, page: &crate::store::Page, now: Instant, wall_ms: i64) -> usize {
+        for r in &page.events {
+            let wait =
+                std::time::Duration::from_millis(u64::try_from(r.next_attempt_ms - wall_ms).unwrap_or(0));
+            self.restore(r, now.checked_add(wait).unwrap_or(now));
+        }
+        self.rest_len = self
+            .rest_len
+            .saturating_sub(page.events.len() + page.damaged.len());
+        self.rest_from = page.next;
+        if page.next.is_none() {
+            self.rest_len = 0;
+        }
+        page.events.len()
+    }
+
+    /// Sets what the store holds beyond the window at start.
+    pub(super) fn set_rest(&mut self, from: Option<u64>, len: usize) {
+        self.rest_from = from;
+        self.rest_len = if from.is_some() { len } else { 0 };
+    }
+
+    /// Queued (not superseded) triggers of an alert among the rest.
+    fn rest_triggers(&self, store: &dyn Store, k: AlertId) -> Result<Vec<u64>, crate::store::Error> {
+        let Some(from) = self.rest_from.filter(|_| self.rest_len > 0) else {
+            return Ok(Vec::new());
+        };
+        let stored = store.queued_of(k.0, from)?;
+        let new = self.rest_new.get(&k).into_iter().flatten();
+        Ok(stored
+            .iter()
+            .chain(new)
+            .filter(|(id, trigger)| *trigger && !self.rest_held.contains(id))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    /// Queues a new event: in the window while it has room and nothing is
+    /// in the store only, else in the rest (the store only).
+    fn enqueue(&mut self, id: u64, entry: Entry, undo: &mut Vec<Undo>) {
+        if self.rest_from.is_none() && self.queued.len() < WINDOW {
+            self.insert(id, entry);
+            undo.push(Undo::Inserted(id));
+            return;
+        }
+        let before = self.rest_from;
+        self.rest_from.get_or_insert(id);
+        self.rest_len += 1;
+        self.rest_new
+            .entry(entry.alert)
+            .or_default()
+            .push((id, entry.action == EventAction::Trigger));
+        undo.push(Undo::Rest(id, entry.alert, before));
+    }
+
+    /// Forgets a new event of the rest from the not-yet-committed list.
+    fn rest_settled(&mut self, id: u64, k: AlertId) {
+        if let Some(ids) = self.rest_new.get_mut(&k) {
+            ids.retain(|(i, _)| *i != id);
+            if ids.is_empty() {
+                self.rest_new.remove(&k);
+            }
+        }
+    }
+
     /// The shared copy of a routing key or action name.
     pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.names.get(name) {
@@ -348,13 +465,23 @@ impl Index {
 
     /// Holds back queued triggers (`ids`, from [`Index::queued_triggers`]):
     /// superseded, never sent.
-    fn hold(&mut self, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
+    fn hold(&mut self, k: AlertId, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
         for id in ids {
             if let Some(e) = self.queued.get_mut(&id) {
                 e.held = true;
             }
-            change.delete.push(id);
+            change.delete.push((id, k.0));
             undo.push(Undo::Held(id));
+        }
+    }
+
+    /// Holds back triggers of the rest ([`Index::rest_triggers`]).
+    fn hold_rest(&mut self, k: AlertId, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
+        for id in ids {
+            self.rest_held.insert(id);
+            self.rest_len = self.rest_len.saturating_sub(1);
+            change.delete.push((id, k.0));
+            undo.push(Undo::RestHeld(id));
         }
     }
 
@@ -384,11 +511,12 @@ impl Index {
         let stored = self.open_of(store, k)?;
         let current = stored.filter(|o| !self.expired(o, now_s));
         let queued = self.queued_triggers(&k);
+        let rest = self.rest_triggers(store, k)?;
         let situation = Situation {
             open: current.map(|o| o.alert),
-            queued_triggers: queued.len() as u64,
+            queued_triggers: (queued.len() + rest.len()) as u64,
             trigger_in_flight: self.trigger_in_flight(&k),
-            full: self.queued.len() >= capacity,
+            full: self.queued_len() >= capacity,
         };
         let plan = match alerts::decide(input.disposition, &situation) {
             Decision::Apply(plan) => plan,
@@ -431,7 +559,8 @@ impl Index {
             }
         }
         if plan.supersede_queued {
-            self.hold(queued, change, undo);
+            self.hold(k, queued, change, undo);
+            self.hold_rest(k, rest, change, undo);
         }
         if plan.superseded > 0 {
             change.counters.superseded += plan.superseded;
@@ -457,7 +586,7 @@ impl Index {
         record.id = id;
         record.accepted_ms = now;
         record.next_attempt_ms = now;
-        self.insert(
+        self.enqueue(
             id,
             Entry {
                 alert: k,
@@ -473,8 +602,8 @@ impl Index {
                 due: Instant::now(),
                 accepted_ms: now,
             },
+            undo,
         );
-        undo.push(Undo::Inserted(id));
         change.put.push(record);
         Ok(Accepted::Queued { id })
     }
@@ -508,7 +637,7 @@ impl Index {
             change.open_put.push(open_row(&key, &record.dedup_key, entry));
         }
         let action_name = self.intern(&record.action);
-        self.insert(
+        self.enqueue(
             new_id,
             Entry {
                 alert: k,
@@ -524,8 +653,8 @@ impl Index {
                 due: Instant::now(),
                 accepted_ms: now_ms(),
             },
+            undo,
         );
-        undo.push(Undo::Inserted(new_id));
         change.dead_delete.push(record.id);
         record.requeue(new_id, now_ms());
         change.put.push(record);
@@ -544,6 +673,10 @@ impl Index {
                 }
                 Undo::Held(id) => {
                     self.remove(*id);
+                }
+                Undo::Rest(id, k, _) => self.rest_settled(*id, *k),
+                Undo::RestHeld(id) => {
+                    self.rest_held.remove(id);
                 }
                 _ => {}
             }
@@ -580,6 +713,15 @@ impl Index {
                             self.open.remove(&k);
                         }
                     }
+                }
+                Undo::Rest(id, k, before) => {
+                    self.rest_settled(id, k);
+                    self.rest_len = self.rest_len.saturating_sub(1);
+                    self.rest_from = before;
+                }
+                Undo::RestHeld(id) => {
+                    self.rest_held.remove(&id);
+                    self.rest_len += 1;
                 }
                 Undo::NextId(id) => self.next_id = id,
                 Undo::Superseded(n) => self.counters.superseded -= n,

@@ -307,7 +307,7 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
         let seen = retention.seen;
-        let snap = store.resume()?;
+        let snap = store.resume(index::WINDOW, index::REFILL_BYTES)?;
         set_aside(&*store, &snap.damaged)?;
         let quarantined = store.quarantined_count()?;
         if quarantined > 0 && snap.damaged.is_empty() {
@@ -335,11 +335,18 @@ impl Spool {
             let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
             index.restore(r, now.checked_add(wait).unwrap_or(now));
         }
+        let damaged_queued = snap.damaged.iter().filter(|d| d.table == "events").count();
+        index.set_rest(
+            snap.rest_from,
+            snap.queued_count
+                .saturating_sub(snap.events.len() + damaged_queued),
+        );
         // Open alerts stay in the store until an event needs one; those past
         // --open-alert-ttl go in the writer's first round.
-        if !index.queued.is_empty() {
+        if index.queued_len() > 0 {
             tracing::info!(
-                queued = index.queued.len(),
+                queued = index.queued_len(),
+                in_memory = index.queued.len(),
                 open_alerts = index.open_count,
                 "resuming undelivered events from the spool"
             );
@@ -392,7 +399,7 @@ impl Spool {
         {
             return Some(reason);
         }
-        (self.lock().queued.len() >= self.shared().capacity).then(|| AcceptError::Full.to_string())
+        (self.lock().queued_len() >= self.shared().capacity).then(|| AcceptError::Full.to_string())
     }
 
     /// Records the decision for one translated event and commits it.
@@ -454,7 +461,7 @@ impl Spool {
             .clone();
         let idx = self.lock();
         Stats {
-            queued: idx.queued.len(),
+            queued: idx.queued_len(),
             in_flight: idx.in_flight,
             open_alerts: idx.open_count,
             dead_letters: dead,
@@ -475,7 +482,7 @@ impl Spool {
         let oldest = idx.queued.values().next().map(|e| e.accepted_ms);
         let age_ms = oldest.map_or(0, |at| (now_ms() - at).max(0));
         crate::metrics::Snapshot {
-            queued: idx.queued.len() as u64,
+            queued: idx.queued_len() as u64,
             oldest_queued_age: age_ms as f64 / 1000.0,
             open_alerts: idx.open_count as u64,
             dead_letters: dead as u64,
@@ -728,7 +735,7 @@ impl Spool {
         let mut idx = self.lock();
         idx.in_flight = idx.in_flight.saturating_sub(1);
         idx.remove(due.id);
-        change.delete.push(due.id);
+        change.delete.push((due.id, due.alert.digest()));
         change.counters.delivered += 1;
         idx.counters.delivered += 1;
         // In memory only: on restart every open alert that is not

@@ -322,7 +322,14 @@ fn a_file_grown_for_a_backlog_is_given_back_once_it_is_gone() {
     // Still mostly in use: nothing to gain.
     assert_eq!(store.compact().expect("compact"), None);
     let mut drain = Change::durable();
-    drain.delete = (1..=118).collect();
+    drain.delete = (1..=118)
+        .map(|id| {
+            (
+                id,
+                crate::store::alert_digest("R0UTINGKEY0000000000000000000000", &format!("d{id}")),
+            )
+        })
+        .collect();
     store.commit_one(drain).expect("drain");
     assert_eq!(store.size_bytes(), full, "redb keeps the space for reuse");
     let (before, after) = store.compact().expect("compact").expect("compacted");
@@ -395,4 +402,137 @@ async fn open_alerts_beyond_memory_are_found_in_the_store_also_after_a_restart()
         .await;
     assert!(matches!(r, Ok(Accepted::Ignored { .. })), "{r:?}");
     assert_eq!(spool.stats().open_alerts, RUNS as usize - 4);
+}
+
+/// Sends everything due to a sink that takes it all, until nothing is
+/// queued; returns the ids in the order they went.
+async fn drain(spool: &Spool) -> Vec<u64> {
+    let mut sent = Vec::new();
+    for _ in 0..10_000 {
+        let due = spool.take_due(8, |_| Admit::Go).0;
+        if due.is_empty() {
+            if spool.stats().queued == 0 {
+                return sent;
+            }
+            // The writer reads more of the queue in after a round.
+            spool.flush().await.expect("flush");
+            continue;
+        }
+        for d in &due {
+            sent.push(d.id);
+            spool.delivered(d);
+        }
+    }
+    panic!("the queue did not drain: {} left", spool.stats().queued);
+}
+
+/// A recovery of `run` while its trigger is queued: the trigger is
+/// cancelled, and the recovery is either cancelled too (PagerDuty never saw
+/// the alert) or queued, when the alert's state was read back from the
+/// store, where it counts as seen (an extra resolve is harmless, a missing
+/// one is not). Returns the recovery's id when queued.
+async fn recover_queued(spool: &Spool, run: u64) -> Option<u64> {
+    match spool
+        .accept("a", &run_event(run, "COMPLETED", "Completed"), None)
+        .await
+    {
+        Ok(Accepted::Superseded) => None,
+        Ok(Accepted::Queued { id }) => Some(id),
+        other => panic!("run {run}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_queue_longer_than_memory_stays_in_the_store_and_drains_in_order() {
+    const RUNS: u64 = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let mut triggers = Vec::new();
+    let mut recoveries = Vec::new();
+    {
+        let spool = Spool::open(&path, CAPACITY).expect("open");
+        for run in 0..RUNS {
+            match spool.accept("a", &run_event(run, "FAILED", "Failed"), None).await {
+                Ok(Accepted::Queued { id }) => triggers.push(id),
+                other => panic!("run {run}: {other:?}"),
+            }
+        }
+        let held = spool.lock().queued.len();
+        assert!(held <= index::WINDOW, "{held} queued events in memory");
+        assert_eq!(spool.stats().queued, RUNS as usize);
+        // Run 90's trigger is in the store only: its recovery still finds
+        // it queued.
+        recoveries.extend(recover_queued(&spool, 90).await);
+        assert_eq!(spool.stats().queued, RUNS as usize - 1 + recoveries.len());
+        spool.flush().await.expect("flush");
+    }
+    let spool = reopen(&path);
+    assert_eq!(spool.stats().queued, RUNS as usize - 1 + recoveries.len());
+    let held = spool.lock().queued.len();
+    assert!(held <= index::WINDOW, "{held} queued events read at start");
+    // After a restart too, and for a trigger in memory.
+    recoveries.extend(recover_queued(&spool, 80).await);
+    recoveries.extend(recover_queued(&spool, 0).await);
+    let sent = drain(&spool).await;
+    assert_eq!(sent.len(), RUNS as usize - 3 + recoveries.len());
+    assert!(
+        sent.windows(2).all(|w| w[0] < w[1]),
+        "not in accept order: {sent:?}"
+    );
+    for (run, id) in [(0, triggers[0]), (80, triggers[80]), (90, triggers[90])] {
+        assert!(!sent.contains(&id), "run {run}'s cancelled trigger was sent");
+    }
+    assert!(recoveries.iter().all(|id| sent.contains(id)));
+    let stats = spool.stats();
+    assert_eq!((stats.queued, stats.counters.delivered), (0, sent.len() as u64));
+    // A trigger behind a drained queue goes to memory again.
+    let r = spool.accept("a", &run_event(500, "FAILED", "Failed"), None).await;
+    assert!(matches!(r, Ok(Accepted::Queued { .. })), "{r:?}");
+    assert_eq!(spool.lock().queued.len(), 1);
+}
+
+#[tokio::test]
+async fn the_capacity_counts_events_in_the_store_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capacity = index::WINDOW + 8;
+    let spool = Spool::open_file(
+        &dir.path().join("s.redb"),
+        capacity,
+        Retention::default(),
+        Metrics::shared(),
+    )
+    .expect("open");
+    for run in 0..capacity as u64 {
+        let r = spool.accept("a", &run_event(run, "FAILED", "Failed"), None).await;
+        assert!(matches!(r, Ok(Accepted::Queued { .. })), "run {run}: {r:?}");
+    }
+    let r = spool
+        .accept("a", &run_event(9_999, "FAILED", "Failed"), None)
+        .await;
+    assert!(matches!(r, Err(AcceptError::Full)), "{r:?}");
+    assert!(spool.unready().is_some());
+}
+
+#[test]
+fn a_spool_from_before_the_alert_table_of_queued_events_gets_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let store = reopen_store(&path);
+        let mut fill = Change::durable();
+        fill.put = (1..=3).map(|id| big_record(id, 0)).collect();
+        store.commit_one(fill).expect("fill");
+    }
+    {
+        // As an earlier version left it: no such table.
+        let db = redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        let table: redb::TableDefinition<'_, (u128, u64), bool> = redb::TableDefinition::new("queued_keys");
+        assert!(txn.delete_table(table).expect("delete"));
+        txn.commit().expect("commit");
+    }
+    let store = reopen_store(&path);
+    let digest = crate::store::alert_digest("R0UTINGKEY0000000000000000000000", "d2");
+    assert_eq!(store.queued_of(digest, 0).expect("read"), vec![(2, true)]);
+    assert_eq!(store.queued_of(digest, 3).expect("read"), vec![]);
 }

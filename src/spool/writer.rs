@@ -127,7 +127,7 @@ impl Writer {
         let size = self.shared.store.size_bytes();
         let held = {
             let idx = self.shared.lock();
-            (idx.queued.len(), idx.open.len())
+            (idx.queued_len(), idx.open_count)
         };
         if size > self.file_seen {
             self.file_seen = size;
@@ -161,6 +161,37 @@ impl Writer {
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "spool file compaction failed; it keeps its size"),
+        }
+    }
+
+    /// Reads the next queued events of a long queue into the index once
+    /// its window has room (see [`super::index::WINDOW`]). Between two
+    /// commits, so that the store holds every decision made.
+    fn refill(&self) {
+        let Some((from, room)) = self.shared.lock().refill_from() else {
+            return;
+        };
+        let page = match self
+            .shared
+            .store
+            .queued_from(from, room, super::index::REFILL_BYTES)
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read queued events into memory; will try again");
+                return;
+            }
+        };
+        if let Err(e) = super::set_aside(&*self.shared.store, &page.damaged) {
+            tracing::warn!(error = %e, "cannot quarantine queued events that do not decode; will try again");
+            return;
+        }
+        let taken = self
+            .shared
+            .lock()
+            .page_in(&page, tokio::time::Instant::now(), now_ms());
+        if taken > 0 {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -358,6 +389,7 @@ impl Writer {
             if maintained {
                 self.maybe_compact();
             }
+            self.refill();
             return;
         }
         let started = Instant::now();
@@ -385,6 +417,7 @@ impl Writer {
                 if maintained {
                     self.maybe_compact();
                 }
+                self.refill();
             }
             Err(e) => {
                 self.shared.store.close();

@@ -157,8 +157,8 @@ pub(crate) struct StoredAction {
 pub(crate) struct Change {
     /// Records to write to the queue.
     pub(crate) put: Vec<Record>,
-    /// Ids to drop from the queue.
-    pub(crate) delete: Vec<u64>,
+    /// Events to drop from the queue: (id, [`alert_digest`] of its alert).
+    pub(crate) delete: Vec<(u64, u128)>,
     /// Dead letters to write (and drop from the queue).
     pub(crate) dead_put: Vec<Record>,
     /// Dead letters to drop.
@@ -281,8 +281,13 @@ pub struct Quarantined {
 pub(crate) struct Snapshot {
     /// Undelivered events, in id order, without their bodies: those stay on
     /// disk until sent, so a restart after a long outage does not hold every
-    /// queued body in memory at once.
+    /// queued body in memory at once. [`Store::resume`] reads only the
+    /// first of them (see [`Snapshot::queued_count`], [`Snapshot::rest_from`]).
     pub(crate) events: Vec<Queued>,
+    /// How many rows the queue holds, read or not (undecodable ones too).
+    pub(crate) queued_count: usize,
+    /// Where the queued events not read start (id); `None` when every one was.
+    pub(crate) rest_from: Option<u64>,
     /// Open-alert rows by id, in id order ([`Store::snapshot`] only: a
     /// resuming spool reads them when it needs them).
     pub(crate) open: Vec<(u64, OpenRow)>,
@@ -303,6 +308,17 @@ pub(crate) struct Snapshot {
 /// keys to collide.
 pub(crate) fn alert_digest(routing_key: &str, dedup_key: &str) -> u128 {
     crate::digest::sha256_128(&[routing_key.as_bytes(), dedup_key.as_bytes()])
+}
+
+/// A slice of the queue in id order, read by [`Store::queued_from`].
+#[derive(Debug, Default)]
+pub(crate) struct Page {
+    /// The events that decode, without their bodies.
+    pub(crate) events: Vec<Queued>,
+    /// Rows read that no longer decode (for the quarantine).
+    pub(crate) damaged: Vec<Damaged>,
+    /// The id the next slice starts at; `None` when this one reached the end.
+    pub(crate) next: Option<u64>,
 }
 
 /// Open rows past their time, found by [`Store::expired_open`].
@@ -415,11 +431,27 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
 
     /// What resuming needs: [`Store::snapshot`] without the open-alert
     /// rows, only their count (there may be millions; the spool reads one
-    /// when an event needs it).
+    /// when an event needs it), and only the first queued events, as
+    /// [`Store::queued_from`] reads them (there may be millions of those
+    /// too; the spool reads the rest as it sends).
     ///
     /// # Errors
     /// Storage errors.
-    fn resume(&self) -> Result<Snapshot, Error>;
+    fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error>;
+
+    /// Queued events from id `from` on, in id order: at most `limit` rows,
+    /// and no more once `max_bytes` of rows were read (always one at least).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn queued_from(&self, from: u64, limit: usize, max_bytes: usize) -> Result<Page, Error>;
+
+    /// The queued events of an alert (by [`alert_digest`]) from id `from`
+    /// on, in id order, each with whether it is a trigger.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn queued_of(&self, digest: u128, from: u64) -> Result<Vec<(u64, bool)>, Error>;
 
     /// The open row of an alert (by [`alert_digest`]) and its row id; a row
     /// that no longer decodes counts as none.

@@ -20,6 +20,7 @@ use super::{
     Change, Counters, Damaged, Error, OpenRow, Quarantined, Queued, Record, Snapshot, Store, StoredAction,
     storage,
 };
+use crate::pagerduty::EventAction;
 
 const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const DEAD: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("dead");
@@ -32,6 +33,10 @@ const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("o
 /// Which row of [`OPEN`] holds each open alert, by [`super::alert_digest`]:
 /// how an event finds its alert without the spool holding every one.
 const OPEN_KEYS: TableDefinition<'_, u128, u64> = TableDefinition::new("open_keys");
+/// Every queued event by its alert, (alert digest, event id) → whether it is
+/// a trigger: how a decision finds an alert's queued events when the spool
+/// holds only the first of a long queue in memory.
+const QUEUED_KEYS: TableDefinition<'_, (u128, u64), bool> = TableDefinition::new("queued_keys");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The key in [`META`] of reconciliation's checkpoint (unix ms).
 const CHECKPOINT: &str = "reconcile_checkpoint_ms";
@@ -95,6 +100,7 @@ fn open_database(path: &Path) -> Result<Database, Error> {
             txn.open_table(DEAD).map_err(storage)?;
             txn.open_table(OPEN).map_err(storage)?;
             txn.open_table(OPEN_KEYS).map_err(storage)?;
+            txn.open_table(QUEUED_KEYS).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(ACTIONS).map_err(storage)?;
             txn.open_table(SEEN).map_err(storage)?;
@@ -102,6 +108,7 @@ fn open_database(path: &Path) -> Result<Database, Error> {
         }
         migrate_open_by_digest(&txn)?;
         index_open_rows(&txn)?;
+        index_queued_rows(&txn)?;
         txn.commit().map_err(storage)?;
         Ok(db)
     })
@@ -133,15 +140,20 @@ impl RedbStore {
     }
 
     /// Everything needed to resume; the open rows too when `open_rows`
-    /// (offline checks and tests), else only their count.
-    fn read_snapshot(&self, open_rows: bool) -> Result<Snapshot, Error> {
+    /// (offline checks and tests), else only their count; the queued events
+    /// as [`Store::queued_from`] reads them from the first.
+    fn read_snapshot(&self, open_rows: bool, limit: usize, max_bytes: usize) -> Result<Snapshot, Error> {
         use redb::ReadableTableMetadata;
         let db = self.db()?;
         guarded(&self.path, || {
             let txn = db.begin_read().map_err(storage)?;
             let mut snap = Snapshot::default();
-            // Each body is dropped as soon as its row is read.
-            snap.events = all_records(&txn, EVENTS, "events", &mut snap.damaged, Queued::from)?;
+            let page = read_page(&txn, 0, limit, max_bytes)?;
+            snap.events = page.events;
+            snap.damaged = page.damaged;
+            snap.rest_from = page.next;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            snap.queued_count = usize::try_from(events.len().map_err(storage)?).unwrap_or(usize::MAX);
             let open = txn.open_table(OPEN).map_err(storage)?;
             snap.open_count = usize::try_from(open.len().map_err(storage)?).unwrap_or(usize::MAX);
             if open_rows {
@@ -182,7 +194,11 @@ impl RedbStore {
                 }
             }
             let last_dead = dead.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
-            let last_event = snap.events.last().map(|r| r.id).unwrap_or(0);
+            let last_event = events
+                .last()
+                .map_err(storage)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0);
             let last_open = open.last().map_err(storage)?.map(|(k, _)| k.value()).unwrap_or(0);
             snap.next_id = get("next_id")
                 .max(last_event + 1)
@@ -264,8 +280,35 @@ impl Store for RedbStore {
         }
     }
 
-    fn resume(&self) -> Result<Snapshot, Error> {
-        self.read_snapshot(false)
+    fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error> {
+        self.read_snapshot(false, limit, max_bytes)
+    }
+
+    fn queued_from(&self, from: u64, limit: usize, max_bytes: usize) -> Result<super::Page, Error> {
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            read_page(&txn, from, limit, max_bytes)
+        })
+    }
+
+    fn queued_of(&self, digest: u128, from: u64) -> Result<Vec<(u64, bool)>, Error> {
+        let db = self.db()?;
+        guarded(&self.path, || {
+            let txn = db.begin_read().map_err(storage)?;
+            let keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            let mut found = Vec::new();
+            for row in keys.range((digest, from)..=(digest, u64::MAX)).map_err(storage)? {
+                let (k, trigger) = row.map_err(storage)?;
+                let id = k.value().1;
+                // A row whose event was quarantined is not queued.
+                if events.get(id).map_err(storage)?.is_some() {
+                    found.push((id, trigger.value()));
+                }
+            }
+            Ok(found)
+        })
     }
 
     fn open_alert(&self, digest: u128) -> Result<Option<(u64, OpenRow)>, Error> {
@@ -332,7 +375,7 @@ impl Store for RedbStore {
     /// # Errors
     /// Storage errors.
     fn snapshot(&self) -> Result<Snapshot, Error> {
-        self.read_snapshot(true)
+        self.read_snapshot(true, usize::MAX, usize::MAX)
     }
 
     /// Commits `changes` in one transaction, fsync'd when `durable`.
@@ -397,7 +440,6 @@ impl Store for RedbStore {
             DEAD,
             "dead",
             &mut ignored,
-            |r| r,
         )
     }
 
@@ -552,7 +594,15 @@ impl Store for RedbStore {
                 let mut found = None;
                 for (name, def) in [("events", EVENTS), ("dead", DEAD)] {
                     let mut t = txn.open_table(def).map_err(storage)?;
-                    if t.remove(n).map_err(storage)?.is_some() {
+                    let gone = t
+                        .remove(n)
+                        .map_err(storage)?
+                        .map(|v| envelope::decode_record(v.value()).ok());
+                    if let Some(record) = gone {
+                        if let (Some(r), "events") = (record, name) {
+                            let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+                            keys.remove(queued_key(&r)).map_err(storage)?;
+                        }
                         found = Some(name);
                         break;
                     }
@@ -576,23 +626,51 @@ fn damaged(table: &str, key: impl ToString, e: &dyn std::fmt::Display, raw: &[u8
 
 /// Every record of an id-keyed table that decodes, in id order; the others
 /// go to `damaged`.
-fn all_records<T>(
+fn all_records(
     txn: &redb::ReadTransaction,
     table: TableDefinition<'_, u64, &[u8]>,
     name: &str,
     damaged_rows: &mut Vec<Damaged>,
-    keep: impl Fn(Record) -> T,
-) -> Result<Vec<T>, Error> {
+) -> Result<Vec<Record>, Error> {
     let table = txn.open_table(table).map_err(storage)?;
     let mut out = Vec::new();
     for row in table.iter().map_err(storage)? {
         let (k, v) = row.map_err(storage)?;
         match envelope::decode_record(v.value()) {
-            Ok(r) => out.push(keep(r)),
+            Ok(r) => out.push(r),
             Err(e) => damaged_rows.push(damaged(name, k.value(), &e, v.value())),
         }
     }
     Ok(out)
+}
+
+/// Queued events from id `from` on that decode, in id order, without their
+/// bodies (each dropped as soon as its row is read); the others go to
+/// [`super::Page::damaged`]. Stops after `limit` rows or once `max_bytes`
+/// were read.
+fn read_page(
+    txn: &redb::ReadTransaction,
+    from: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<super::Page, Error> {
+    let table = txn.open_table(EVENTS).map_err(storage)?;
+    let mut page = super::Page::default();
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    for row in table.range(from..).map_err(storage)? {
+        let (k, v) = row.map_err(storage)?;
+        if rows >= limit || (rows > 0 && bytes >= max_bytes) {
+            page.next = Some(k.value());
+            break;
+        }
+        rows += 1;
+        bytes = bytes.saturating_add(v.value().len());
+        match envelope::decode_record(v.value()) {
+            Ok(r) => page.events.push(Queued::from(r)),
+            Err(e) => page.damaged.push(damaged("events", k.value(), &e, v.value())),
+        }
+    }
+    Ok(page)
 }
 
 /// Creates the file with mode 0600 if it does not exist: it holds routing keys.
@@ -676,6 +754,30 @@ fn index_open_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
     Ok(())
 }
 
+/// Builds [`QUEUED_KEYS`] for a spool written before it existed.
+fn index_queued_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
+    use redb::ReadableTableMetadata;
+    let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+    let events = txn.open_table(EVENTS).map_err(storage)?;
+    if !keys.is_empty().map_err(storage)? || events.is_empty().map_err(storage)? {
+        return Ok(());
+    }
+    for row in events.iter().map_err(storage)? {
+        let (_, v) = row.map_err(storage)?;
+        // A row that does not decode is quarantined when the spool reads it.
+        if let Ok(r) = envelope::decode_record(v.value()) {
+            keys.insert(queued_key(&r), r.event_action == EventAction::Trigger)
+                .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// A record's row in [`QUEUED_KEYS`].
+fn queued_key(r: &Record) -> (u128, u64) {
+    (super::alert_digest(&r.routing_key, &r.dedup_key), r.id)
+}
+
 fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error> {
     // An empty durable change still commits: it makes earlier
     // `Durability::None` commits durable (the flush at shutdown).
@@ -694,6 +796,7 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
         let mut dead = txn.open_table(DEAD).map_err(storage)?;
         let mut open = txn.open_table(OPEN).map_err(storage)?;
         let mut keys = txn.open_table(OPEN_KEYS).map_err(storage)?;
+        let mut queued = txn.open_table(QUEUED_KEYS).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut actions = txn.open_table(ACTIONS).map_err(storage)?;
         let mut seen = txn.open_table(SEEN).map_err(storage)?;
@@ -703,14 +806,19 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
             for r in &c.put {
                 let bytes = envelope::encode_record(r);
                 events.insert(r.id, bytes.as_slice()).map_err(storage)?;
+                queued
+                    .insert(queued_key(r), r.event_action == EventAction::Trigger)
+                    .map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
-            for id in &c.delete {
-                events.remove(*id).map_err(storage)?;
+            for &(id, digest) in &c.delete {
+                events.remove(id).map_err(storage)?;
+                queued.remove((digest, id)).map_err(storage)?;
             }
             for r in &c.dead_put {
                 let bytes = envelope::encode_record(r);
                 events.remove(r.id).map_err(storage)?;
+                queued.remove(queued_key(r)).map_err(storage)?;
                 dead.insert(r.id, bytes.as_slice()).map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
