@@ -151,8 +151,8 @@ pub(crate) async fn run<S: Sink>(
         );
     }
     // Acks and retry bookkeeping may sit in non-durable commits; make them
-    // durable before the process exits.
-    if let Err(e) = spool.flush().await {
+    // durable, and close the file, before the process exits.
+    if let Err(e) = spool.close().await {
         tracing::error!(error = %e, "final spool flush failed");
     }
 }

@@ -541,8 +541,18 @@ impl Spool {
     ///
     /// # Errors
     /// Storage errors.
+    #[cfg(test)]
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         self.write(Change::durable()).await
+    }
+
+    /// Makes every commit so far durable and closes the file, at shutdown;
+    /// the spool takes nothing after it.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        self.ask(|reply| writer::Job::Close { reply }).await?
     }
 
     /// Stores (`Some`) or forgets (`None`) an API-created action.

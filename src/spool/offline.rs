@@ -78,7 +78,8 @@ pub(crate) fn stats(store: &dyn Store) -> Result<Stats, Error> {
     })
 }
 
-/// Runs `f` on a spool opened on `store`, then makes it all durable.
+/// Runs `f` on a spool opened on `store`, then makes it all durable and
+/// closes the file.
 fn with_spool<T>(store: Arc<dyn Store>, f: impl AsyncFnOnce(&Spool) -> Result<T, Error>) -> Result<T, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -93,7 +94,7 @@ fn with_spool<T>(store: Arc<dyn Store>, f: impl AsyncFnOnce(&Spool) -> Result<T,
         };
         let spool = Spool::open_store(store, usize::MAX, retention, crate::metrics::Metrics::shared())?;
         let out = f(&spool).await?;
-        spool.flush().await?;
+        spool.close().await?;
         Ok(out)
     })
 }

@@ -60,6 +60,10 @@ pub(crate) enum Job {
         change: Change,
         reply: Option<oneshot::Sender<Result<(), Error>>>,
     },
+    /// Shutdown: make everything durable, close the file and stop.
+    Close {
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// A job decided, waiting for its commit.
@@ -217,7 +221,25 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let Some(at) = batch.iter().position(|j| matches!(j, Job::Close { .. })) else {
+                self.round(batch);
+                continue;
+            };
+            let closing = batch.remove(at);
+            let (tx, mut flushed) = oneshot::channel();
+            batch.push(Job::Write {
+                change: Change::durable(),
+                reply: Some(tx),
+            });
             self.round(batch);
+            // A clean close has redb record where its free pages are; a
+            // file left open is rebuilt from every page at the next start
+            // (seconds for a file of gigabytes).
+            self.shared.store.close();
+            if let Job::Close { reply } = closing {
+                let _ = reply.send(flushed.try_recv().unwrap_or(Err(Error::Closed)));
+            }
+            return;
         }
         // Shutdown: one last try at bookkeeping a failure held back.
         if !self.pending.is_empty() {
@@ -310,6 +332,12 @@ impl Writer {
                         change = c;
                         change.durable |= reply.is_some();
                         Decided::Write(reply)
+                    }
+                    // Only a second one gets here (`run` takes the first):
+                    // the file closes once, after the first.
+                    Job::Close { reply } => {
+                        change.durable = true;
+                        Decided::Write(Some(reply))
                     }
                 };
                 durable |= change.durable;
@@ -490,5 +518,8 @@ fn fail(job: Job, reason: &str) {
             let _ = reply.send(Err(err()));
         }
         Job::Write { reply: None, .. } => {}
+        Job::Close { reply } => {
+            let _ = reply.send(Err(err()));
+        }
     }
 }
