@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::KEY_A;
 use support::bridge::{BIN, Bridge};
-use support::measure::{env_u64, median, rss_kb};
+use support::measure::{connect, env_u64, median, rss_kb};
 use support::pagerduty::Double;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -107,18 +107,6 @@ struct Closed {
     p50: Duration,
     p99: Duration,
     errors: usize,
-}
-
-/// One keep-alive HTTP/1.1 connection straight over hyper: a lean client,
-/// so that less of the shared CPU goes to the load generator.
-async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
 }
 
 async fn closed_loop(

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::bridge::Bridge;
-use support::measure::{env_u64, median};
+use support::measure::{connect, env_u64, median};
 use support::pagerduty::{Double, Reply};
 
 /// The body of a failed (or completed) event of run `run`, as bytes.
@@ -56,16 +56,6 @@ impl Bodies {
             json!(format!("prefect.flow-run.00000000-0000-4000-8000-{run:012}"));
         bytes::Bytes::from(v.to_string())
     }
-}
-
-async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
 }
 
 /// Posts one body; whether the bridge took it (202, or 200 for a resolve

@@ -33,7 +33,7 @@ const REFILL: usize = WINDOW / 4;
 
 /// Most bytes of stored rows one read into the window takes (events may be
 /// 512 KB each, and the writer, so intake, waits while it reads).
-pub(super) const REFILL_BYTES: usize = 16 * 1024 * 1024;
+pub(super) const REFILL_BYTES: usize = 4 * 1024 * 1024;
 
 /// An alert, (routing key, dedup key), as its 128-bit digest
 /// ([`crate::store::alert_digest`]): 16 bytes instead of both strings, and

@@ -1,5 +1,5 @@
 //! What the benchmarks share: settings from the environment, a process's
-//! memory, and medians of runs.
+//! memory, medians of runs, and a bare HTTP/1 connection.
 
 /// `name` from the environment as a number, else `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -25,4 +25,19 @@ pub fn rss_kb(pid: u32, field: &str) -> u64 {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A keep-alive HTTP/1 connection to `addr` (host:port) on bare hyper: the
+/// lightest client there is, so the load generator takes little of the CPU
+/// it shares with the bridge.
+pub async fn connect(
+    addr: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
 }
