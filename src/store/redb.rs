@@ -1,7 +1,8 @@
 //! The spool in one redb file beside the bridge.
 //!
-//! Tables: `events` (accepted, undelivered), `dead` (dead letters),
-//! `open_alerts` (alerts with an open trigger, so resolves survive restarts),
+//! Tables: `events` (accepted, undelivered) and `queued_keys` (the same by
+//! alert), `dead` (dead letters), `open_alerts` (alerts with an open
+//! trigger, so resolves survive restarts) and `open_keys` (the same by alert),
 //! `actions` (created over the API), `seen` (idempotency claims, so a repeat
 //! after a restart is still a repeat), `quarantine` (rows that no longer
 //! decode, kept for inspection) and `meta` (counters). Rows are
