@@ -14,24 +14,26 @@ use super::{AcceptError, AcceptInput, Accepted, now_ms};
 use crate::alerts::{self, Decision, Open, OpenChange, Situation};
 use crate::dedup::Seen;
 use crate::pagerduty::EventAction;
-use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record, Store};
+use crate::store::{BodyKind, Change, Counters, OpenRow, Queued, Record, Store, Unqueue};
 
 /// Most bytes of queued events kept encoded in memory, so that sending them
 /// needs no store read. A byte budget, not a count: events may be up to
 /// 512 KB each.
 const WIRE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Most queued events held in memory: the first of the queue by id. The
-/// rest stay in the store only and are read in, in id order, as these are
-/// sent, so a long outage costs memory only up to this (about 300 bytes
-/// each). A window that is a prefix of the queue keeps the send order: an
-/// event in memory is older than any of the rest.
-pub(super) const WINDOW: usize = if cfg!(test) { 32 } else { 16_384 };
+/// Most queued events of one routing key held in memory: the first of its
+/// queue by id. The rest stay in the store only and are read in, in id
+/// order, as these are sent, so a long outage costs memory only up to this
+/// (about 300 bytes each) per routing key with a backlog. A window that is
+/// a prefix of its key's queue keeps the send order (an event in memory is
+/// older than any of the rest of its alert), and one per key keeps a
+/// backlog on one key from holding back the others.
+pub(super) const WINDOW: usize = if cfg!(test) { 32 } else { 8_192 };
 
 /// The window is read into once it has room for this many.
 const REFILL: usize = WINDOW / 4;
 
-/// Most bytes of stored rows one read into the window takes (events may be
+/// Most bytes of stored rows one read into the windows takes (events may be
 /// 512 KB each, and the writer, so intake, waits while it reads).
 pub(super) const REFILL_BYTES: usize = 4 * 1024 * 1024;
 
@@ -89,11 +91,12 @@ pub(super) struct Entry {
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    /// The window: the first queued events, up to [`WINDOW`].
+    /// The windows: the first queued events of each routing key, up to
+    /// [`WINDOW`] each, in id order.
     pub(super) queued: BTreeMap<u64, Entry>,
-    /// Queued events from this id on are in the store only (the rest);
-    /// `None` when the window holds every one.
-    rest_from: Option<u64>,
+    /// Routing keys with queued events in the store only (the rest), and
+    /// the id their rest starts at.
+    rest: HashMap<Arc<str>, u64>,
     /// How many queued events are in the store only.
     rest_len: usize,
     /// Events of the rest decided but not committed yet (the store does not
@@ -129,6 +132,24 @@ pub(super) struct Index {
     pub(super) open_ttl_s: u32,
 }
 
+/// An alert whose queued events a decision drops.
+#[derive(Debug, Clone, Copy)]
+struct Unqueued<'a> {
+    alert: AlertId,
+    key: &'a Arc<str>,
+}
+
+impl Unqueued<'_> {
+    /// What the store drops for event `id` of it.
+    fn of(self, id: u64) -> Unqueue {
+        Unqueue {
+            id,
+            alert: self.alert.0,
+            routing_key: self.key.clone(),
+        }
+    }
+}
+
 /// How to take back one step of a decision whose commit failed.
 #[derive(Debug)]
 pub(super) enum Undo {
@@ -139,8 +160,9 @@ pub(super) enum Undo {
     /// An open alert as it was, and whether its trigger was in flight then
     /// (it may have been delivered meanwhile).
     Open(AlertId, Option<OpenEntry>, bool),
-    /// A new event of the rest, its alert, and where the rest started before.
-    Rest(u64, AlertId, Option<u64>),
+    /// A new event of the rest, its alert and routing key, and where the
+    /// key's rest started before (`None`: it had none).
+    Rest(u64, AlertId, Arc<str>, Option<u64>),
     /// An event of the rest held back.
     RestHeld(u64),
     /// The id counter as it was.
@@ -285,17 +307,31 @@ impl Index {
         self.queued.len() + self.rest_len
     }
 
-    /// Where to read the rest from and how many rows fit, when the window
-    /// has room and nothing of the rest waits for a commit.
-    pub(super) fn refill_from(&self) -> Option<(u64, usize)> {
-        let from = self.rest_from?;
-        let room = WINDOW.saturating_sub(self.queued.len());
-        (room >= REFILL && self.rest_new.is_empty() && self.rest_held.is_empty()).then_some((from, room))
+    /// Routing keys whose window has room for a read of their rest, with
+    /// where it starts and how many rows fit; none while anything of the
+    /// rest waits for a commit.
+    pub(super) fn refills(&self) -> Vec<(Arc<str>, u64, usize)> {
+        if !self.rest_new.is_empty() || !self.rest_held.is_empty() {
+            return Vec::new();
+        }
+        self.rest
+            .iter()
+            .filter_map(|(key, &from)| {
+                let room = WINDOW.saturating_sub(self.per_key.get(key).copied().unwrap_or(0));
+                (room >= REFILL).then(|| (key.clone(), from, room))
+            })
+            .collect()
     }
 
-    /// Takes a slice of the rest (read from [`Index::refill_from`]) into the
-    /// window; returns how many events it took.
-    pub(super) fn page_in(&mut self, page: &crate::store::Page, now: Instant, wall_ms: i64) -> usize {
+    /// Takes a slice of a routing key's rest (see [`Index::refills`]) into
+    /// its window; returns how many events it took.
+    pub(super) fn page_in(
+        &mut self,
+        key: &Arc<str>,
+        page: &crate::store::Page,
+        now: Instant,
+        wall_ms: i64,
+    ) -> usize {
         for r in &page.events {
             let wait =
                 std::time::Duration::from_millis(u64::try_from(r.next_attempt_ms - wall_ms).unwrap_or(0));
@@ -304,22 +340,37 @@ impl Index {
         self.rest_len = self
             .rest_len
             .saturating_sub(page.events.len() + page.damaged.len());
-        self.rest_from = page.next;
-        if page.next.is_none() {
+        match page.next {
+            Some(next) => {
+                self.rest.insert(key.clone(), next);
+            }
+            None => {
+                self.rest.remove(key);
+            }
+        }
+        if self.rest.is_empty() {
             self.rest_len = 0;
         }
         page.events.len()
     }
 
-    /// Sets what the store holds beyond the window at start.
-    pub(super) fn set_rest(&mut self, from: Option<u64>, len: usize) {
-        self.rest_from = from;
-        self.rest_len = if from.is_some() { len } else { 0 };
+    /// Sets what the store holds beyond the windows at start.
+    pub(super) fn set_rest(&mut self, rest: &[(String, u64)], len: usize) {
+        for (key, from) in rest {
+            let key = self.intern(key);
+            self.rest.insert(key, *from);
+        }
+        self.rest_len = if self.rest.is_empty() { 0 } else { len };
     }
 
-    /// Queued (not superseded) triggers of an alert among the rest.
-    fn rest_triggers(&self, store: &dyn Store, k: AlertId) -> Result<Vec<u64>, crate::store::Error> {
-        let Some(from) = self.rest_from.filter(|_| self.rest_len > 0) else {
+    /// Queued (not superseded) triggers of an alert of `key` among the rest.
+    fn rest_triggers(
+        &self,
+        store: &dyn Store,
+        key: &str,
+        k: AlertId,
+    ) -> Result<Vec<u64>, crate::store::Error> {
+        let Some(&from) = self.rest.get(key) else {
             return Ok(Vec::new());
         };
         let stored = store.queued_of(k.0, from)?;
@@ -332,22 +383,28 @@ impl Index {
             .collect())
     }
 
-    /// Queues a new event: in the window while it has room and nothing is
-    /// in the store only, else in the rest (the store only).
+    /// Queues a new event: in its routing key's window while that has room
+    /// and nothing of the key is in the store only, else in the rest (the
+    /// store only).
     fn enqueue(&mut self, id: u64, entry: Entry, undo: &mut Vec<Undo>) {
-        if self.rest_from.is_none() && self.queued.len() < WINDOW {
+        let in_memory = self.per_key.get(&entry.key).copied().unwrap_or(0);
+        if !self.rest.contains_key(&entry.key) && in_memory < WINDOW {
             self.insert(id, entry);
             undo.push(Undo::Inserted(id));
             return;
         }
-        let before = self.rest_from;
-        self.rest_from.get_or_insert(id);
+        let before = *self.rest.entry(entry.key.clone()).or_insert(id);
         self.rest_len += 1;
         self.rest_new
             .entry(entry.alert)
             .or_default()
             .push((id, entry.action == EventAction::Trigger));
-        undo.push(Undo::Rest(id, entry.alert, before));
+        undo.push(Undo::Rest(
+            id,
+            entry.alert,
+            entry.key,
+            (before != id).then_some(before),
+        ));
     }
 
     /// Forgets a new event of the rest from the not-yet-committed list.
@@ -465,22 +522,22 @@ impl Index {
 
     /// Holds back queued triggers (`ids`, from [`Index::queued_triggers`]):
     /// superseded, never sent.
-    fn hold(&mut self, k: AlertId, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
+    fn hold(&mut self, alert: Unqueued<'_>, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
         for id in ids {
             if let Some(e) = self.queued.get_mut(&id) {
                 e.held = true;
             }
-            change.delete.push((id, k.0));
+            change.delete.push(alert.of(id));
             undo.push(Undo::Held(id));
         }
     }
 
     /// Holds back triggers of the rest ([`Index::rest_triggers`]).
-    fn hold_rest(&mut self, k: AlertId, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
+    fn hold_rest(&mut self, alert: Unqueued<'_>, ids: Vec<u64>, change: &mut Change, undo: &mut Vec<Undo>) {
         for id in ids {
             self.rest_held.insert(id);
             self.rest_len = self.rest_len.saturating_sub(1);
-            change.delete.push((id, k.0));
+            change.delete.push(alert.of(id));
             undo.push(Undo::RestHeld(id));
         }
     }
@@ -511,7 +568,7 @@ impl Index {
         let stored = self.open_of(store, k)?;
         let current = stored.filter(|o| !self.expired(o, now_s));
         let queued = self.queued_triggers(&k);
-        let rest = self.rest_triggers(store, k)?;
+        let rest = self.rest_triggers(store, &key, k)?;
         let situation = Situation {
             open: current.map(|o| o.alert),
             queued_triggers: (queued.len() + rest.len()) as u64,
@@ -559,8 +616,9 @@ impl Index {
             }
         }
         if plan.supersede_queued {
-            self.hold(k, queued, change, undo);
-            self.hold_rest(k, rest, change, undo);
+            let alert = Unqueued { alert: k, key: &key };
+            self.hold(alert, queued, change, undo);
+            self.hold_rest(alert, rest, change, undo);
         }
         if plan.superseded > 0 {
             change.counters.superseded += plan.superseded;
@@ -674,7 +732,7 @@ impl Index {
                 Undo::Held(id) => {
                     self.remove(*id);
                 }
-                Undo::Rest(id, k, _) => self.rest_settled(*id, *k),
+                Undo::Rest(id, k, _, _) => self.rest_settled(*id, *k),
                 Undo::RestHeld(id) => {
                     self.rest_held.remove(id);
                 }
@@ -714,10 +772,17 @@ impl Index {
                         }
                     }
                 }
-                Undo::Rest(id, k, before) => {
+                Undo::Rest(id, k, key, before) => {
                     self.rest_settled(id, k);
                     self.rest_len = self.rest_len.saturating_sub(1);
-                    self.rest_from = before;
+                    match before {
+                        Some(from) => {
+                            self.rest.insert(key, from);
+                        }
+                        None => {
+                            self.rest.remove(&key);
+                        }
+                    }
                 }
                 Undo::RestHeld(id) => {
                     self.rest_held.remove(&id);

@@ -337,7 +337,7 @@ impl Spool {
         }
         let damaged_queued = snap.damaged.iter().filter(|d| d.table == "events").count();
         index.set_rest(
-            snap.rest_from,
+            &snap.rest,
             snap.queued_count
                 .saturating_sub(snap.events.len() + damaged_queued),
         );
@@ -745,7 +745,11 @@ impl Spool {
         let mut idx = self.lock();
         idx.in_flight = idx.in_flight.saturating_sub(1);
         idx.remove(due.id);
-        change.delete.push((due.id, due.alert.digest()));
+        change.delete.push(crate::store::Unqueue {
+            id: due.id,
+            alert: due.alert.digest(),
+            routing_key: due.key.clone(),
+        });
         change.counters.delivered += 1;
         idx.counters.delivered += 1;
         // In memory only: on restart every open alert that is not

@@ -11,6 +11,17 @@ fn translated(state_type: &str, state_name: &str) -> Translation {
 
 /// A flow-run state event of run `run` with Prefect event id `id`, translated.
 fn event_of(run: &str, id: &str, state_type: &str, state_name: &str) -> Translation {
+    event_to(
+        "R0UTINGKEY0000000000000000000000",
+        run,
+        id,
+        state_type,
+        state_name,
+    )
+}
+
+/// As [`event_of`], through an action with routing key `key`.
+fn event_to(key: &str, run: &str, id: &str, state_type: &str, state_name: &str) -> Translation {
     let body = serde_json::json!({
         "event": format!("prefect.flow-run.{state_name}"), "id": id,
         "occurred": "2026-11-28T08:36:31Z", "related": [], "payload": {},
@@ -20,7 +31,7 @@ fn event_of(run: &str, id: &str, state_type: &str, state_name: &str) -> Translat
     let n = crate::prefect::parse(body.to_string().as_bytes(), None);
     let action = Action {
         name: "a".into(),
-        routing_key: Secret::new("R0UTINGKEY0000000000000000000000"),
+        routing_key: Secret::new(key),
         severity: None,
     };
     translate(&n, &action, &Options::default())
@@ -323,11 +334,10 @@ fn a_file_grown_for_a_backlog_is_given_back_once_it_is_gone() {
     assert_eq!(store.compact().expect("compact"), None);
     let mut drain = Change::durable();
     drain.delete = (1..=118)
-        .map(|id| {
-            (
-                id,
-                crate::store::alert_digest("R0UTINGKEY0000000000000000000000", &format!("d{id}")),
-            )
+        .map(|id| crate::store::Unqueue {
+            id,
+            alert: crate::store::alert_digest("R0UTINGKEY0000000000000000000000", &format!("d{id}")),
+            routing_key: Arc::from("R0UTINGKEY0000000000000000000000"),
         })
         .collect();
     store.commit_one(drain).expect("drain");
@@ -535,4 +545,41 @@ fn a_spool_from_before_the_alert_table_of_queued_events_gets_one() {
     let digest = crate::store::alert_digest("R0UTINGKEY0000000000000000000000", "d2");
     assert_eq!(store.queued_of(digest, 0).expect("read"), vec![(2, true)]);
     assert_eq!(store.queued_of(digest, 3).expect("read"), vec![]);
+}
+
+#[tokio::test]
+async fn a_backlog_on_one_routing_key_does_not_hold_back_another() {
+    const OTHER: &str = "0THERKEY00000000000000000000000B";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    // The first key's sends all wait (a pause after a 429, say).
+    let held_back = |key: &Arc<str>| {
+        if &**key == OTHER {
+            Admit::Go
+        } else {
+            Admit::Wait(Instant::now() + Duration::from_secs(3600))
+        }
+    };
+    let other_id;
+    {
+        let spool = Spool::open(&path, CAPACITY).expect("open");
+        for run in 0..(3 * index::WINDOW as u64) {
+            let r = spool.accept("a", &run_event(run, "FAILED", "Failed"), None).await;
+            assert!(matches!(r, Ok(Accepted::Queued { .. })), "run {run}: {r:?}");
+        }
+        let t = event_to(OTHER, "other-run", "e-other", "FAILED", "Failed");
+        other_id = match spool.accept("a", &t, None).await {
+            Ok(Accepted::Queued { id }) => id,
+            other => panic!("{other:?}"),
+        };
+        let due = spool.take_due(100, held_back).0;
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![other_id]);
+        spool.release(&due[0], Some(Duration::ZERO));
+        spool.flush().await.expect("flush");
+    }
+    // After a restart too: each key's window is read at start.
+    let spool = reopen(&path);
+    assert_eq!(spool.stats().queued, 3 * index::WINDOW + 1);
+    let due = spool.take_due(100, held_back).0;
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![other_id]);
 }

@@ -168,32 +168,35 @@ impl Writer {
         }
     }
 
-    /// Reads the next queued events of a long queue into the index once
-    /// its window has room (see [`super::index::WINDOW`]). Between two
+    /// Reads the next queued events of long queues into the index once a
+    /// routing key's window has room (see [`super::index::WINDOW`]), at
+    /// most [`super::index::REFILL_BYTES`] of rows in all. Between two
     /// commits, so that the store holds every decision made.
     fn refill(&self) {
-        let Some((from, room)) = self.shared.lock().refill_from() else {
-            return;
-        };
-        let page = match self
-            .shared
-            .store
-            .queued_from(from, room, super::index::REFILL_BYTES)
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read queued events into memory; will try again");
+        let wanted = self.shared.lock().refills();
+        let mut budget = super::index::REFILL_BYTES;
+        let mut taken = 0;
+        for (key, from, room) in wanted {
+            if budget == 0 {
+                break;
+            }
+            let page = match self.shared.store.queued_from(&key, from, room, budget) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read queued events into memory; will try again");
+                    return;
+                }
+            };
+            if let Err(e) = super::set_aside(&*self.shared.store, &page.damaged) {
+                tracing::warn!(error = %e, "cannot quarantine queued events that do not decode; will try again");
                 return;
             }
-        };
-        if let Err(e) = super::set_aside(&*self.shared.store, &page.damaged) {
-            tracing::warn!(error = %e, "cannot quarantine queued events that do not decode; will try again");
-            return;
+            budget = budget.saturating_sub(page.bytes);
+            taken += self
+                .shared
+                .lock()
+                .page_in(&key, &page, tokio::time::Instant::now(), now_ms());
         }
-        let taken = self
-            .shared
-            .lock()
-            .page_in(&page, tokio::time::Instant::now(), now_ms());
         if taken > 0 {
             self.shared.wake.notify_one();
         }

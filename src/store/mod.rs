@@ -152,13 +152,24 @@ pub(crate) struct StoredAction {
     pub(crate) severity: Option<crate::pagerduty::Severity>,
 }
 
+/// A queued event to drop, with what the store files it under besides its id.
+#[derive(Debug, Clone)]
+pub(crate) struct Unqueue {
+    /// Spool id.
+    pub(crate) id: u64,
+    /// [`alert_digest`] of its alert.
+    pub(crate) alert: u128,
+    /// Its routing key.
+    pub(crate) routing_key: std::sync::Arc<str>,
+}
+
 /// One unit of work: everything in it is written in one transaction.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Change {
     /// Records to write to the queue.
     pub(crate) put: Vec<Record>,
-    /// Events to drop from the queue: (id, [`alert_digest`] of its alert).
-    pub(crate) delete: Vec<(u64, u128)>,
+    /// Events to drop from the queue.
+    pub(crate) delete: Vec<Unqueue>,
     /// Dead letters to write (and drop from the queue).
     pub(crate) dead_put: Vec<Record>,
     /// Dead letters to drop.
@@ -282,12 +293,13 @@ pub(crate) struct Snapshot {
     /// Undelivered events, in id order, without their bodies: those stay on
     /// disk until sent, so a restart after a long outage does not hold every
     /// queued body in memory at once. [`Store::resume`] reads only the
-    /// first of them (see [`Snapshot::queued_count`], [`Snapshot::rest_from`]).
+    /// first of each routing key (see [`Snapshot::queued_count`],
+    /// [`Snapshot::rest`]).
     pub(crate) events: Vec<Queued>,
     /// How many rows the queue holds, read or not (undecodable ones too).
     pub(crate) queued_count: usize,
-    /// Where the queued events not read start (id); `None` when every one was.
-    pub(crate) rest_from: Option<u64>,
+    /// Routing keys with queued events not read, and the id those start at.
+    pub(crate) rest: Vec<(String, u64)>,
     /// Open-alert rows by id, in id order ([`Store::snapshot`] only: a
     /// resuming spool reads them when it needs them).
     pub(crate) open: Vec<(u64, OpenRow)>,
@@ -319,6 +331,8 @@ pub(crate) struct Page {
     pub(crate) damaged: Vec<Damaged>,
     /// The id the next slice starts at; `None` when this one reached the end.
     pub(crate) next: Option<u64>,
+    /// Bytes of rows read.
+    pub(crate) bytes: usize,
 }
 
 /// Open rows past their time, found by [`Store::expired_open`].
@@ -431,20 +445,27 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
 
     /// What resuming needs: [`Store::snapshot`] without the open-alert
     /// rows, only their count (there may be millions; the spool reads one
-    /// when an event needs it), and only the first queued events, as
-    /// [`Store::queued_from`] reads them (there may be millions of those
-    /// too; the spool reads the rest as it sends).
+    /// when an event needs it), and only the first queued events of each
+    /// routing key, as [`Store::queued_from`] reads them (there may be
+    /// millions of those too; the spool reads the rest as it sends).
     ///
     /// # Errors
     /// Storage errors.
     fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error>;
 
-    /// Queued events from id `from` on, in id order: at most `limit` rows,
-    /// and no more once `max_bytes` of rows were read (always one at least).
+    /// Queued events of a routing key from id `from` on, in id order: at
+    /// most `limit` rows, and no more once `max_bytes` of rows were read
+    /// (always one at least).
     ///
     /// # Errors
     /// Storage errors.
-    fn queued_from(&self, from: u64, limit: usize, max_bytes: usize) -> Result<Page, Error>;
+    fn queued_from(
+        &self,
+        routing_key: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, Error>;
 
     /// The queued events of an alert (by [`alert_digest`]) from id `from`
     /// on, in id order, each with whether it is a trigger.

@@ -1,7 +1,7 @@
 //! The spool in one redb file beside the bridge.
 //!
-//! Tables: `events` (accepted, undelivered) and `queued_keys` (the same by
-//! alert), `dead` (dead letters), `open_alerts` (alerts with an open
+//! Tables: `events` (accepted, undelivered), `queued_keys` and
+//! `queued_by_key` (the same by alert, and by routing key), `dead` (dead letters), `open_alerts` (alerts with an open
 //! trigger, so resolves survive restarts) and `open_keys` (the same by alert),
 //! `actions` (created over the API), `seen` (idempotency claims, so a repeat
 //! after a restart is still a repeat), `quarantine` (rows that no longer
@@ -38,6 +38,13 @@ const OPEN_KEYS: TableDefinition<'_, u128, u64> = TableDefinition::new("open_key
 /// a trigger: how a decision finds an alert's queued events when the spool
 /// holds only the first of a long queue in memory.
 const QUEUED_KEYS: TableDefinition<'_, (u128, u64), bool> = TableDefinition::new("queued_keys");
+/// Every queued event by its routing key, (routing key, event id): how the
+/// spool reads a routing key's queue in order, so that a backlog on one key
+/// does not hold back the others.
+const QUEUED_BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("queued_by_key");
+/// The routing key in [`QUEUED_BY_KEY`] of queued rows that did not decode
+/// when the table was built (no routing key is empty).
+const UNREADABLE: &str = "";
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The key in [`META`] of reconciliation's checkpoint (unix ms).
 const CHECKPOINT: &str = "reconcile_checkpoint_ms";
@@ -82,6 +89,7 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Er
     }
 }
 
+/// Opens the file, creating missing tables and migrating older layouts.
 fn open_database(path: &Path) -> Result<Database, Error> {
     guarded(path, || {
         let db = Database::builder()
@@ -102,6 +110,7 @@ fn open_database(path: &Path) -> Result<Database, Error> {
             txn.open_table(OPEN).map_err(storage)?;
             txn.open_table(OPEN_KEYS).map_err(storage)?;
             txn.open_table(QUEUED_KEYS).map_err(storage)?;
+            txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(ACTIONS).map_err(storage)?;
             txn.open_table(SEEN).map_err(storage)?;
@@ -141,19 +150,52 @@ impl RedbStore {
     }
 
     /// Everything needed to resume; the open rows too when `open_rows`
-    /// (offline checks and tests), else only their count; the queued events
-    /// as [`Store::queued_from`] reads them from the first.
-    fn read_snapshot(&self, open_rows: bool, limit: usize, max_bytes: usize) -> Result<Snapshot, Error> {
+    /// (offline checks and tests), else only their count; every queued
+    /// event, or with `window` = (rows, bytes) the first of each routing
+    /// key as [`Store::queued_from`] reads them.
+    fn read_snapshot(&self, open_rows: bool, window: Option<(usize, usize)>) -> Result<Snapshot, Error> {
         use redb::ReadableTableMetadata;
         let db = self.db()?;
         guarded(&self.path, || {
             let txn = db.begin_read().map_err(storage)?;
             let mut snap = Snapshot::default();
-            let page = read_page(&txn, 0, limit, max_bytes)?;
-            snap.events = page.events;
-            snap.damaged = page.damaged;
-            snap.rest_from = page.next;
             let events = txn.open_table(EVENTS).map_err(storage)?;
+            match window {
+                None => {
+                    // Each body is dropped as soon as its row is read.
+                    for row in events.iter().map_err(storage)? {
+                        let (k, v) = row.map_err(storage)?;
+                        match envelope::decode_record(v.value()) {
+                            Ok(r) => snap.events.push(Queued::from(r)),
+                            Err(e) => snap.damaged.push(damaged("events", k.value(), &e, v.value())),
+                        }
+                    }
+                }
+                Some((limit, max_bytes)) => {
+                    let by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
+                    let mut key = by_key
+                        .first()
+                        .map_err(storage)?
+                        .map(|(k, _)| k.value().0.to_owned());
+                    while let Some(this) = key {
+                        let page = read_page(&by_key, &events, &this, 0, limit, max_bytes)?;
+                        snap.events.extend(page.events);
+                        snap.damaged.extend(page.damaged);
+                        let after = (this.as_str(), u64::MAX);
+                        key = by_key
+                            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                            .map_err(storage)?
+                            .next()
+                            .transpose()
+                            .map_err(storage)?
+                            .map(|(k, _)| k.value().0.to_owned());
+                        if let Some(next) = page.next {
+                            snap.rest.push((this, next));
+                        }
+                    }
+                    snap.events.sort_by_key(|e| e.id);
+                }
+            }
             snap.queued_count = usize::try_from(events.len().map_err(storage)?).unwrap_or(usize::MAX);
             let open = txn.open_table(OPEN).map_err(storage)?;
             snap.open_count = usize::try_from(open.len().map_err(storage)?).unwrap_or(usize::MAX);
@@ -282,14 +324,22 @@ impl Store for RedbStore {
     }
 
     fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error> {
-        self.read_snapshot(false, limit, max_bytes)
+        self.read_snapshot(false, Some((limit, max_bytes)))
     }
 
-    fn queued_from(&self, from: u64, limit: usize, max_bytes: usize) -> Result<super::Page, Error> {
+    fn queued_from(
+        &self,
+        routing_key: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<super::Page, Error> {
         let db = self.db()?;
         guarded(&self.path, || {
             let txn = db.begin_read().map_err(storage)?;
-            read_page(&txn, from, limit, max_bytes)
+            let by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
+            let events = txn.open_table(EVENTS).map_err(storage)?;
+            read_page(&by_key, &events, routing_key, from, limit, max_bytes)
         })
     }
 
@@ -376,7 +426,7 @@ impl Store for RedbStore {
     /// # Errors
     /// Storage errors.
     fn snapshot(&self) -> Result<Snapshot, Error> {
-        self.read_snapshot(true, usize::MAX, usize::MAX)
+        self.read_snapshot(true, None)
     }
 
     /// Commits `changes` in one transaction, fsync'd when `durable`.
@@ -603,6 +653,8 @@ impl Store for RedbStore {
                         if let (Some(r), "events") = (record, name) {
                             let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
                             keys.remove(queued_key(&r)).map_err(storage)?;
+                            let mut by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
+                            by_key.remove((r.routing_key.as_str(), r.id)).map_err(storage)?;
                         }
                         found = Some(name);
                         break;
@@ -645,30 +697,38 @@ fn all_records(
     Ok(out)
 }
 
-/// Queued events from id `from` on that decode, in id order, without their
-/// bodies (each dropped as soon as its row is read); the others go to
-/// [`super::Page::damaged`]. Stops after `limit` rows or once `max_bytes`
-/// were read.
+/// Queued events of a routing key from id `from` on that decode, in id
+/// order, without their bodies (each dropped as soon as its row is read);
+/// the others go to [`super::Page::damaged`]. Stops after `limit` rows or
+/// once `max_bytes` were read.
 fn read_page(
-    txn: &redb::ReadTransaction,
+    by_key: &redb::ReadOnlyTable<(&'static str, u64), ()>,
+    events: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    routing_key: &str,
     from: u64,
     limit: usize,
     max_bytes: usize,
 ) -> Result<super::Page, Error> {
-    let table = txn.open_table(EVENTS).map_err(storage)?;
     let mut page = super::Page::default();
-    let (mut rows, mut bytes) = (0usize, 0usize);
-    for row in table.range(from..).map_err(storage)? {
-        let (k, v) = row.map_err(storage)?;
-        if rows >= limit || (rows > 0 && bytes >= max_bytes) {
-            page.next = Some(k.value());
+    let mut rows = 0usize;
+    for row in by_key
+        .range((routing_key, from)..=(routing_key, u64::MAX))
+        .map_err(storage)?
+    {
+        let id = row.map_err(storage)?.0.value().1;
+        if rows >= limit || (rows > 0 && page.bytes >= max_bytes) {
+            page.next = Some(id);
             break;
         }
+        // A row whose event was quarantined is not queued.
+        let Some(v) = events.get(id).map_err(storage)? else {
+            continue;
+        };
         rows += 1;
-        bytes = bytes.saturating_add(v.value().len());
+        page.bytes = page.bytes.saturating_add(v.value().len());
         match envelope::decode_record(v.value()) {
             Ok(r) => page.events.push(Queued::from(r)),
-            Err(e) => page.damaged.push(damaged("events", k.value(), &e, v.value())),
+            Err(e) => page.damaged.push(damaged("events", id, &e, v.value())),
         }
     }
     Ok(page)
@@ -755,20 +815,32 @@ fn index_open_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds [`QUEUED_KEYS`] for a spool written before it existed.
+/// Builds [`QUEUED_KEYS`] and [`QUEUED_BY_KEY`] for a spool written before
+/// they existed. A row that does not decode has no routing key to be filed
+/// under: it goes under [`UNREADABLE`], where the next start reads it and
+/// quarantines it.
 fn index_queued_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
     use redb::ReadableTableMetadata;
     let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+    let mut by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
     let events = txn.open_table(EVENTS).map_err(storage)?;
-    if !keys.is_empty().map_err(storage)? || events.is_empty().map_err(storage)? {
+    let built = !keys.is_empty().map_err(storage)? && !by_key.is_empty().map_err(storage)?;
+    if built || events.is_empty().map_err(storage)? {
         return Ok(());
     }
     for row in events.iter().map_err(storage)? {
-        let (_, v) = row.map_err(storage)?;
-        // A row that does not decode is quarantined when the spool reads it.
-        if let Ok(r) = envelope::decode_record(v.value()) {
-            keys.insert(queued_key(&r), r.event_action == EventAction::Trigger)
-                .map_err(storage)?;
+        let (k, v) = row.map_err(storage)?;
+        match envelope::decode_record(v.value()) {
+            Ok(r) => {
+                keys.insert(queued_key(&r), r.event_action == EventAction::Trigger)
+                    .map_err(storage)?;
+                by_key
+                    .insert((r.routing_key.as_str(), r.id), ())
+                    .map_err(storage)?;
+            }
+            Err(_) => {
+                by_key.insert((UNREADABLE, k.value()), ()).map_err(storage)?;
+            }
         }
     }
     Ok(())
@@ -798,6 +870,7 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
         let mut open = txn.open_table(OPEN).map_err(storage)?;
         let mut keys = txn.open_table(OPEN_KEYS).map_err(storage)?;
         let mut queued = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+        let mut by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
         let mut meta = txn.open_table(META).map_err(storage)?;
         let mut actions = txn.open_table(ACTIONS).map_err(storage)?;
         let mut seen = txn.open_table(SEEN).map_err(storage)?;
@@ -810,16 +883,21 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
                 queued
                     .insert(queued_key(r), r.event_action == EventAction::Trigger)
                     .map_err(storage)?;
+                by_key
+                    .insert((r.routing_key.as_str(), r.id), ())
+                    .map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
-            for &(id, digest) in &c.delete {
-                events.remove(id).map_err(storage)?;
-                queued.remove((digest, id)).map_err(storage)?;
+            for u in &c.delete {
+                events.remove(u.id).map_err(storage)?;
+                queued.remove((u.alert, u.id)).map_err(storage)?;
+                by_key.remove((&*u.routing_key, u.id)).map_err(storage)?;
             }
             for r in &c.dead_put {
                 let bytes = envelope::encode_record(r);
                 events.remove(r.id).map_err(storage)?;
                 queued.remove(queued_key(r)).map_err(storage)?;
+                by_key.remove((r.routing_key.as_str(), r.id)).map_err(storage)?;
                 dead.insert(r.id, bytes.as_slice()).map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
