@@ -333,9 +333,7 @@ impl Index {
         wall_ms: i64,
     ) -> usize {
         for r in &page.events {
-            let wait =
-                std::time::Duration::from_millis(u64::try_from(r.next_attempt_ms - wall_ms).unwrap_or(0));
-            self.restore(r, now.checked_add(wait).unwrap_or(now));
+            self.restore(r, now, wall_ms);
         }
         self.rest_len = self
             .rest_len
@@ -427,8 +425,12 @@ impl Index {
         shared
     }
 
-    /// Queues an entry read back from the store at start.
-    pub(super) fn restore(&mut self, r: &Queued, due: Instant) {
+    /// Queues an entry read back from the store (at start, or from the
+    /// rest), due at its stored next attempt: `now` and `wall_ms` are the
+    /// same moment on the two clocks.
+    pub(super) fn restore(&mut self, r: &Queued, now: Instant, wall_ms: i64) {
+        let wait = std::time::Duration::from_millis(u64::try_from(r.next_attempt_ms - wall_ms).unwrap_or(0));
+        let due = now.checked_add(wait).unwrap_or(now);
         let key = self.intern(&r.routing_key);
         let action_name = self.intern(&r.action);
         let alert = self.alert_id(&key, &r.dedup_key);

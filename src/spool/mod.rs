@@ -332,8 +332,7 @@ impl Spool {
         let now = Instant::now();
         let wall = now_ms();
         for r in &snap.events {
-            let wait = Duration::from_millis(u64::try_from(r.next_attempt_ms - wall).unwrap_or(0));
-            index.restore(r, now.checked_add(wait).unwrap_or(now));
+            index.restore(r, now, wall);
         }
         let damaged_queued = snap.damaged.iter().filter(|d| d.table == "events").count();
         index.set_rest(
