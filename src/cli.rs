@@ -105,7 +105,7 @@ pub fn translate(args: &TranslateArgs) -> anyhow::Result<Value> {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
     };
     let n = prefect::parse(&body, args.event_id.as_deref());
-    let t = translate::translate(&n, action, &options);
+    let t = translate::translate(n, action, &options);
     Ok(Value::Array(vec![serde_json::to_value(&t.event)?]))
 }
 

@@ -259,8 +259,8 @@ impl Reconciler {
         let body = serde_json::to_vec(&triggering).unwrap_or_default();
         let mut n = crate::prefect::parse(&body, None);
         self.lookups.enrich(&mut n).await;
-        let t = crate::translate::translate(&n, &action, &self.options);
         let event_id = n.envelope_event_id.clone().or_else(|| n.event_id.clone());
+        let t = crate::translate::translate(n, &action, &self.options);
         let accepted = self.spool.accept(&action.name, &t, event_id.as_deref()).await?;
         if let Accepted::Queued { id } = accepted {
             let automation = self.automation_of(event).await;

@@ -77,28 +77,29 @@ where
     if let Some(lookups) = &state.lookups {
         lookups.enrich(&mut notification).await;
     }
-    let t = translate::translate(&notification, action, &state.options);
-    let event_action = t.event.event_action;
-    let severity = t.event.payload.as_ref().map(|p| p.severity);
-
     // Idempotency on the Prefect event id (an envelope's own id first: two
     // automations firing on one event are two notifications).
     let event_id = notification
         .envelope_event_id
         .clone()
         .or_else(|| notification.event_id.clone());
+    let format = notification.format;
+    let prefect_event = notification.event.clone();
+    let t = translate::translate(notification, action, &state.options);
+    let event_action = t.event.event_action;
+    let severity = t.event.payload.as_ref().map(|p| p.severity);
     let accepted = state.spool.accept(&action.name, &t, event_id.as_deref()).await;
     let spool_id = match accepted {
         Ok(Accepted::Queued { id }) => id,
         Ok(Accepted::Ignored { reason }) => {
             tracing::info!(action = %action.name, dedup_key = %t.dedup_key, reason,
-                prefect_event = notification.event.as_deref().unwrap_or_default(), "nothing to send");
+                prefect_event = prefect_event.as_deref().unwrap_or_default(), "nothing to send");
             return Ok((
                 Outcome::Ignored,
                 response::json(
                     StatusCode::OK,
                     &json!({"status": "ignored", "reason": reason, "event_action": event_action, "dedup_key": t.dedup_key,
-                            "payload_format": notification.format.as_str()}),
+                            "payload_format": format.as_str()}),
                 ),
             ));
         }
@@ -108,7 +109,7 @@ where
                 response::json(
                     StatusCode::ACCEPTED,
                     &json!({"status": "superseded", "event_action": event_action, "dedup_key": t.dedup_key,
-                            "payload_format": notification.format.as_str(),
+                            "payload_format": format.as_str(),
                             "detail": "the trigger it resolves was still queued; neither is sent"}),
                 ),
             ));
@@ -122,7 +123,7 @@ where
                 response::json(
                     StatusCode::OK,
                     &json!({"status": "duplicate", "prefect_event_id": event_id, "dedup_key": t.dedup_key,
-                            "payload_format": notification.format.as_str(),
+                            "payload_format": format.as_str(),
                             "event_action": event_action}),
                 ),
             ));
@@ -140,8 +141,8 @@ where
         event_action = %event_action,
         severity = severity.map(|s| s.as_str()),
         spool_id,
-        payload_format = notification.format.as_str(),
-        prefect_event = notification.event.as_deref().unwrap_or_default(),
+        payload_format = format.as_str(),
+        prefect_event = prefect_event.as_deref().unwrap_or_default(),
         prefect_event_id = event_id.as_deref().unwrap_or_default(),
         "accepted"
     );
@@ -151,7 +152,7 @@ where
         action: &action.name,
         event_action,
         dedup_key: &t.dedup_key,
-        payload_format: notification.format.as_str(),
+        payload_format: format.as_str(),
         spool_id,
         severity: payload.map(|p| p.severity),
         summary: payload.map(|p| p.summary.as_str()),

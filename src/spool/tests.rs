@@ -34,7 +34,7 @@ fn event_to(key: &str, run: &str, id: &str, state_type: &str, state_name: &str) 
         routing_key: Secret::new(key),
         severity: None,
     };
-    translate(&n, &action, &Options::default())
+    translate(n, &action, &Options::default())
 }
 
 fn reopen(path: &Path) -> Spool {

@@ -41,7 +41,7 @@ fn with_state(kind: &str, name: &str) -> Value {
 
 fn run(v: &Value, severity: Option<Severity>) -> Translation {
     let n = prefect::parse(v.to_string().as_bytes(), None);
-    let t = translate(&n, &action(severity), &options());
+    let t = translate(n, &action(severity), &options());
     assert!(t.event.check().is_ok(), "{:?}", t.event.check());
     t
 }
@@ -207,7 +207,7 @@ fn links_use_the_ui_base_and_only_safe_payload_urls() {
         source: "prefect".into(),
         ui_base: url::Url::parse("https://app.prefect.cloud/account/A/workspace/W").ok(),
     };
-    let t = translate(&n, &action(None), &cloud);
+    let t = translate(n, &action(None), &cloud);
     let hrefs: Vec<&str> = t.event.links.iter().map(|l| l.href.as_str()).collect();
     assert_eq!(
         hrefs[0],
@@ -226,7 +226,7 @@ fn links_use_the_ui_base_and_only_safe_payload_urls() {
         "work_pool_ui": "http://prefect.example.com/work-pools/work-pool/my%20pool",
     });
     let n = prefect::parse(wrapper.to_string().as_bytes(), None);
-    let t = translate(&n, &action(None), &Options::default());
+    let t = translate(n, &action(None), &Options::default());
     let hrefs: Vec<&str> = t.event.links.iter().map(|l| l.href.as_str()).collect();
     assert!(
         !hrefs

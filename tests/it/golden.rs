@@ -127,7 +127,7 @@ fn every_cataloged_event_translates_to_a_valid_event() {
         } else {
             assert_eq!(n.event.as_deref(), Some(name.as_str()));
         }
-        let t = translate::translate(&n, &action, &options);
+        let t = translate::translate(n, &action, &options);
         let errors = spec.check_enqueue(&serde_json::to_vec(&t.event).expect("json"));
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }

@@ -128,7 +128,7 @@ fn check(body: &[u8], severity: Option<Severity>, spec: &Spec) -> Result<(), Tes
         ui_base: url::Url::parse("http://127.0.0.1:4200").ok(),
     };
     let n = prefect::parse(body, None);
-    let t = translate::translate(&n, &action, &options);
+    let t = translate::translate(n, &action, &options);
     prop_assert!(t.event.check().is_ok(), "{:?}", t.event.check());
     let wire = serde_json::to_vec(&t.event).expect("encodes");
     let errors = spec.check_enqueue(&wire);
