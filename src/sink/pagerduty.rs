@@ -68,13 +68,12 @@ impl Client {
             Ok(b) => b,
             Err(e) => return unreachable(&e),
         };
-        let answer: Option<Answer> = serde_json::from_slice(&body).ok();
         match status {
             200..=299 => Delivery::Delivered { status },
             429 => Delivery::Throttled { status, retry_after },
             400..=499 => {
                 let mut errors = Vec::new();
-                if let Some(a) = answer {
+                if let Ok(a) = serde_json::from_slice::<Answer>(&body) {
                     errors.extend(a.message);
                     errors.extend(a.errors);
                 }
