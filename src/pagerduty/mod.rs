@@ -265,7 +265,54 @@ impl Event {
         }
     }
 
+    /// An upper bound on the encoded size, from string lengths alone.
+    ///
+    /// JSON writes a string in at most six bytes per byte of it (`\u00XX`
+    /// for a control character) plus its quotes; a number in at most 24
+    /// characters; and each field's name and separators in at most
+    /// `FIELD` bytes. Adding lengths is far cheaper than encoding, and an
+    /// event it cannot clear is then counted exactly.
+    fn wire_bound(&self) -> usize {
+        const FIELD: usize = 32;
+        fn text(s: &str) -> usize {
+            6 * s.len() + 2
+        }
+        fn opt(s: &Option<String>) -> usize {
+            FIELD + s.as_deref().map_or(0, text)
+        }
+        fn value(v: &Value) -> usize {
+            match v {
+                Value::Null | Value::Bool(_) => 5,
+                Value::Number(_) => FIELD,
+                Value::String(s) => text(s),
+                Value::Array(a) => 2 + a.iter().map(|v| value(v) + 1).sum::<usize>(),
+                Value::Object(m) => 2 + m.iter().map(|(k, v)| text(k) + 2 + value(v)).sum::<usize>(),
+            }
+        }
+        let mut n = 2 + FIELD + text(self.routing_key.expose()) + 2 * FIELD;
+        n += opt(&self.dedup_key) + opt(&self.client) + opt(&self.client_url) + FIELD;
+        n += self
+            .links
+            .iter()
+            .map(|l| 2 * FIELD + text(&l.href) + opt(&l.text))
+            .sum::<usize>();
+        if let Some(p) = &self.payload {
+            n += 2 * FIELD + text(&p.summary) + FIELD + text(&p.source) + 2 * FIELD;
+            n += opt(&p.timestamp) + opt(&p.component) + opt(&p.group) + opt(&p.class) + FIELD;
+            if let Some(details) = &p.custom_details {
+                n += details.iter().map(|(k, v)| text(k) + 2 + value(v)).sum::<usize>() + 2;
+            }
+        }
+        n
+    }
+
     fn fit_size(&mut self) {
+        // Nearly every event is a few KB: the bound clears it without the
+        // encoding pass the exact count costs (as much as the encoding
+        // that is stored and sent).
+        if self.wire_bound() <= MAX_EVENT_BYTES {
+            return;
+        }
         let mut size = self.wire_len();
         let mut cut: Vec<String> = Vec::new();
         // Each round shrinks the largest detail; a bounded number of rounds
@@ -577,6 +624,83 @@ mod tests {
         let mut event = trigger(details);
         event.fit();
         assert!(event.check().is_ok(), "{:?}", event.check());
+    }
+
+    fn any_text() -> impl proptest::strategy::Strategy<Value = String> {
+        // Control characters and quotes are what JSON escapes longest.
+        proptest::string::string_regex("(?s).{0,40}|[\\x00-\\x1f\"\\\\]{0,40}").expect("regex")
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any_text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                proptest::collection::btree_map(any_text(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// `fit` skips the exact count when the bound clears the limit, so
+        /// the bound must never be below the real encoding.
+        #[test]
+        fn the_size_bound_is_never_below_the_encoding(
+            details in proptest::collection::btree_map(any_text(), any_value(), 0..12),
+            texts in proptest::collection::vec(any_text(), 8),
+            links in proptest::collection::vec((any_text(), proptest::option::of(any_text())), 0..4),
+        ) {
+            let mut event = trigger(details.into_iter().collect());
+            event.dedup_key = Some(texts[0].clone());
+            event.client = Some(texts[1].clone());
+            event.client_url = Some(texts[2].clone());
+            event.links = links.into_iter().map(|(href, text)| Link { href, text }).collect();
+            if let Some(p) = event.payload.as_mut() {
+                p.summary = texts[3].clone();
+                p.source = texts[4].clone();
+                p.timestamp = Some(texts[5].clone());
+                p.component = Some(texts[6].clone());
+                p.class = Some(texts[7].clone());
+            }
+            proptest::prop_assert!(event.wire_bound() >= event.wire_len(),
+                "bound {} < encoded {}", event.wire_bound(), event.wire_len());
+        }
+    }
+
+    #[test]
+    fn an_event_the_bound_cannot_clear_is_still_counted_and_cut() {
+        // 100,000 control characters: over the limit by the bound (six
+        // bytes each) and by the encoding (`\u0001` is six bytes too).
+        let mut details = Map::new();
+        details.insert("escaped".into(), Value::from("\u{1}".repeat(100_000)));
+        let mut event = trigger(details);
+        assert!(event.wire_bound() > MAX_EVENT_BYTES && event.wire_len() > MAX_EVENT_BYTES);
+        event.fit();
+        assert!(event.wire_len() <= MAX_EVENT_BYTES);
+        // Plain text that encodes below the limit but whose bound is above
+        // it: counted exactly, and left whole.
+        let mut details = Map::new();
+        details.insert("plain".into(), Value::from("x".repeat(100_000)));
+        let mut event = trigger(details);
+        assert!(event.wire_bound() > MAX_EVENT_BYTES);
+        event.fit();
+        let kept = event
+            .payload
+            .as_ref()
+            .and_then(|p| p.custom_details.as_ref())
+            .expect("details");
+        assert_eq!(kept["plain"].as_str().map(str::len), Some(100_000));
     }
 
     #[test]
