@@ -3,12 +3,31 @@
 //!
 //! Event schema: docs/prefect.md §2; envelopes and API objects §7.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::{
     Envelope, Kind, LinkKind, Notification, Ref, State, owned_text, push_url, set_resource,
     split_resource_id, strings, text,
 };
+
+/// How many related resources are read; the rest are ignored.
+pub(super) const MAX_RELATED: usize = 200;
+
+/// A resource's labels as the reader sees them: trimmed text, or nothing
+/// for a missing, empty, `None` or non-text value. A parsed object has
+/// them; so do the related resources [`super::sparse`] reads.
+pub(super) trait Labels {
+    /// A text label.
+    fn text(&self, key: &str) -> Option<Cow<'_, str>>;
+}
+
+impl Labels for Map<String, Value> {
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        text(self.get(key)).map(Cow::Borrowed)
+    }
+}
 
 /// Whether `obj` is a Prefect event: a string `event` and a `resource` object.
 pub(super) fn is_event(obj: &Map<String, Value>) -> bool {
@@ -38,9 +57,10 @@ pub(super) fn read(n: &mut Notification, ev: &Map<String, Value>, depth: u8) {
     if let Some(resource) = resource {
         n.labels = resource.clone();
         read_resource(n, resource, true);
+        read_run_state(n, resource);
     }
     if let Some(related) = ev.get("related").and_then(Value::as_array) {
-        for r in related.iter().filter_map(Value::as_object).take(200) {
+        for r in related.iter().filter_map(Value::as_object).take(MAX_RELATED) {
             read_resource(n, r, false);
         }
     }
@@ -130,13 +150,36 @@ fn read_envelope(
     }
 }
 
-/// Reads one resource or related resource into the matching slot.
-fn read_resource(n: &mut Notification, r: &Map<String, Value>, primary: bool) {
-    let Some((kind, id)) = text(r.get("prefect.resource.id")).and_then(split_resource_id) else {
+/// The state a run's own resource carries in its labels.
+fn read_run_state(n: &mut Notification, r: &Map<String, Value>) {
+    let Some((kind @ (Kind::FlowRun | Kind::TaskRun), _)) =
+        text(r.get("prefect.resource.id")).and_then(split_resource_id)
+    else {
         return;
     };
-    let name = text(r.get("prefect.resource.name"));
-    let role = text(r.get("prefect.resource.role"));
+    let state = State {
+        kind: text(r.get("prefect.state-type")).map(str::to_ascii_uppercase),
+        name: text(r.get("prefect.state-name")).map(str::to_owned),
+        message: text(r.get("prefect.state-message")).map(str::to_owned),
+    };
+    if state != State::default() {
+        n.state = Some(state);
+    }
+    if kind == Kind::FlowRun {
+        n.run_count = owned_text(r.get("prefect.run-count"));
+    }
+}
+
+/// Reads one resource or related resource into the matching slot.
+pub(super) fn read_resource(n: &mut Notification, r: &impl Labels, primary: bool) {
+    let resource_id = r.text("prefect.resource.id");
+    let Some((kind, id)) = resource_id.as_deref().and_then(split_resource_id) else {
+        return;
+    };
+    let name = r.text("prefect.resource.name");
+    let name = name.as_deref();
+    let role = r.text("prefect.resource.role");
+    let role = role.as_deref();
     match kind {
         Kind::FlowRun | Kind::TaskRun => {
             let slot = if kind == Kind::FlowRun {
@@ -145,19 +188,6 @@ fn read_resource(n: &mut Notification, r: &Map<String, Value>, primary: bool) {
                 &mut n.task_run
             };
             Ref::fill(slot, Some(id), name);
-            if primary {
-                let state = State {
-                    kind: text(r.get("prefect.state-type")).map(str::to_ascii_uppercase),
-                    name: text(r.get("prefect.state-name")).map(str::to_owned),
-                    message: text(r.get("prefect.state-message")).map(str::to_owned),
-                };
-                if state != State::default() {
-                    n.state = Some(state);
-                }
-                if kind == Kind::FlowRun {
-                    n.run_count = owned_text(r.get("prefect.run-count"));
-                }
-            }
         }
         Kind::Flow => Ref::fill(&mut n.flow, Some(id), name),
         Kind::Deployment if role != Some("creator") || primary => {
@@ -166,7 +196,7 @@ fn read_resource(n: &mut Notification, r: &Map<String, Value>, primary: bool) {
         Kind::WorkPool => {
             Ref::fill(&mut n.work_pool, Some(id), name);
             if n.work_pool_type.is_none() {
-                n.work_pool_type = text(r.get("prefect.work-pool.type")).map(str::to_owned);
+                n.work_pool_type = r.text("prefect.work-pool.type").map(Cow::into_owned);
             }
         }
         Kind::WorkQueue => Ref::fill(&mut n.work_queue, Some(id), name),

@@ -13,6 +13,7 @@ mod event;
 mod flat;
 mod lenient;
 mod repr;
+mod sparse;
 
 use serde_json::{Map, Value};
 
@@ -466,6 +467,26 @@ fn read_body(n: &mut Notification, body: &[u8], depth: u8) {
         );
         return;
     }
+    if trimmed.starts_with('{') && !tree_only() && sparse::read(n, trimmed, depth) {
+        return;
+    }
+    read_tree(n, trimmed, depth);
+}
+
+/// Whether to read every body through the tree: the tests compare both.
+#[cfg(not(test))]
+fn tree_only() -> bool {
+    false
+}
+
+#[cfg(test)]
+fn tree_only() -> bool {
+    tests::TREE_ONLY.with(std::cell::Cell::get)
+}
+
+/// Reads a body through a JSON tree of all of it: every shape, and any
+/// event [`sparse::read`] passed on.
+fn read_tree(n: &mut Notification, trimmed: &str, depth: u8) {
     let parsed = serde_json::from_str::<Value>(trimmed).or_else(|e| {
         lenient::rewrite_non_finite(trimmed)
             .and_then(|fixed| serde_json::from_str::<Value>(&fixed).ok())

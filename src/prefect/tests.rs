@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::*;
 
 fn capture(name: &str) -> Vec<Vec<u8>> {
     let path = format!(
@@ -324,4 +325,255 @@ fn resource_ids_split_into_kind_and_id() {
     );
     assert_eq!(split_resource_id("prefect.flow-run."), None);
     assert_eq!(split_resource_id("other.flow-run.x"), None);
+}
+
+thread_local! {
+    /// Set to read bodies through the JSON tree only, as before the sparse
+    /// reader: what the two must agree on.
+    pub(super) static TREE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn through_tree(body: &[u8]) -> Notification {
+    TREE_ONLY.with(|t| t.set(true));
+    let n = parse(body, None);
+    TREE_ONLY.with(|t| t.set(false));
+    n
+}
+
+/// Every body under `fixtures/` (captures, Prefect 1, examples).
+fn every_fixture_body() -> Vec<Vec<u8>> {
+    let root = format!("{}/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut bodies = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(root)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&std::fs::read_to_string(&path).unwrap_or_default())
+            else {
+                continue;
+            };
+            let mut found = |b: &Value| match b {
+                Value::String(s) => bodies.push(s.as_bytes().to_vec()),
+                Value::Object(_) => bodies.push(b.to_string().into_bytes()),
+                _ => {}
+            };
+            match &v {
+                Value::Array(requests) => requests.iter().filter_map(|r| r.get("body")).for_each(&mut found),
+                Value::Object(o) if o.contains_key("body") => found(&v["body"]),
+                Value::Object(o) if o.contains_key("event") => found(&v),
+                _ => {}
+            }
+        }
+    }
+    bodies
+}
+
+#[test]
+fn the_sparse_reader_agrees_with_the_tree_on_every_fixture() {
+    let bodies = every_fixture_body();
+    assert!(bodies.len() > 40, "only {} fixture bodies found", bodies.len());
+    let mut sparse_read = 0;
+    for body in &bodies {
+        let fast = parse(body, None);
+        assert_eq!(fast, through_tree(body), "{}", String::from_utf8_lossy(body));
+        let text = String::from_utf8_lossy(body);
+        if text.trim_start().starts_with('{') {
+            let mut n = Notification::default();
+            sparse_read += usize::from(sparse::read(&mut n, text.trim(), 0));
+        }
+    }
+    // The plain events among them did go the sparse way.
+    assert!(sparse_read >= 10, "only {sparse_read} bodies were read sparsely");
+}
+
+#[test]
+fn the_sparse_reader_passes_on_what_it_is_not_sure_of() {
+    for body in [
+        r#"{"event": "prefect.automation.triggered", "resource": {"prefect.resource.id": "prefect.automation.a"}}"#,
+        r#"{"event": "prefect.flow-run.Failed", "resource": "prefect.flow-run.x"}"#,
+        r#"{"event": 7, "resource": {}}"#,
+        r#"{"event": "x", "resource": {}, "agent_config_id": "a", "sla_min_healthy": 1}"#,
+        r#"{"event": "prefect.flow-run.Failed", "resource": {}, "payload": {"x": NaN}}"#,
+        r#"["event", {"prefect.resource.id": "prefect.flow-run.x"}]"#,
+    ] {
+        let mut n = Notification::default();
+        assert!(!sparse::read(&mut n, body, 0), "{body}");
+        assert_eq!(n, Notification::default());
+        assert_eq!(
+            parse(body.as_bytes(), None),
+            through_tree(body.as_bytes()),
+            "{body}"
+        );
+    }
+}
+
+/// Pieces of event bodies, including the awkward ones: repeated members,
+/// escaped names, values of the wrong type, `None`, blanks, odd shapes.
+fn value_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r#""prefect.flow-run.6a1d4f0e-0000-4000-8000-000000000001""#.to_owned()),
+        Just(r#""prefect.flow.c1""#.to_owned()),
+        Just(r#""prefect.deployment.d1""#.to_owned()),
+        Just(r#""prefect.work-pool.p1""#.to_owned()),
+        Just(r#""prefect.work-queue.q1""#.to_owned()),
+        Just(r#""prefect.worker.process.w1""#.to_owned()),
+        Just(r#""prefect.tag.lab""#.to_owned()),
+        Just(r#""prefect.automation.a1""#.to_owned()),
+        Just(r#""prefect.task-run.t1""#.to_owned()),
+        Just(r#""Failed""#.to_owned()),
+        Just(r#""FAILED""#.to_owned()),
+        Just(r#""crashed""#.to_owned()),
+        Just(r#""creator""#.to_owned()),
+        Just(r#""  padded name  ""#.to_owned()),
+        Just(r#""None""#.to_owned()),
+        Just(r#""""#.to_owned()),
+        Just(r#""esc\u0061ped \"quoted\" \n line""#.to_owned()),
+        Just(r#""prefect.flow-run.\u0036a1d""#.to_owned()),
+        Just("3".to_owned()),
+        Just("2.50".to_owned()),
+        Just("true".to_owned()),
+        Just("null".to_owned()),
+        Just("[]".to_owned()),
+        Just(r#"{"a": [1, {"b": "c"}]}"#.to_owned()),
+    ]
+}
+
+fn label_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("prefect.resource.id"),
+        Just("prefect.resource.name"),
+        Just("prefect.resource.role"),
+        Just("prefect.state-type"),
+        Just("prefect.state-name"),
+        Just("prefect.state-message"),
+        Just("prefect.run-count"),
+        Just("prefect.work-pool.type"),
+        Just("prefect.resource\\u002eid"),
+        Just("other"),
+    ]
+    .prop_map(str::to_owned)
+}
+
+fn object(members: Vec<(String, String)>) -> String {
+    let inner: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+fn labels() -> impl Strategy<Value = String> {
+    let any = proptest::collection::vec((label_key(), value_text()), 0..7);
+    // A well-formed resource (an id of a known kind, a name, a role), with
+    // odd members after it that may repeat and so replace its labels.
+    let resource_id = value_text().prop_filter("a resource id", |v| v.contains("prefect."));
+    let extra = proptest::collection::vec((label_key(), value_text()), 0..3);
+    let formed = (resource_id, value_text(), value_text(), extra).prop_map(|(id, name, role, rest)| {
+        let mut m = vec![
+            ("prefect.resource.id".to_owned(), id),
+            ("prefect.resource.name".to_owned(), name),
+            ("prefect.resource.role".to_owned(), role),
+        ];
+        m.extend(rest);
+        m
+    });
+    prop_oneof![1 => any, 2 => formed].prop_map(object)
+}
+
+fn member() -> impl Strategy<Value = (String, String)> {
+    let event_name = prop_oneof![
+        Just(r#""prefect.flow-run.Failed""#),
+        Just(r#""prefect.flow-run.Completed""#),
+        Just(r#""prefect.flow-run.Running""#),
+        Just(r#""prefect.work-pool.not-ready""#),
+        Just(r#""prefect.worker.stopped""#),
+        Just(r#""prefect.automation.triggered""#),
+        Just(r#"" prefect.flow-run.Crashed ""#),
+        Just(r#""prefect.flow-run.\u0046ailed""#),
+        Just("12"),
+    ]
+    .prop_map(str::to_owned);
+    let related_item = prop_oneof![
+        4 => labels(),
+        1 => value_text(),
+    ];
+    let related = proptest::collection::vec(related_item, 0..6).prop_map(|r| format!("[{}]", r.join(", ")));
+    let state = prop_oneof![
+        3 => proptest::collection::vec(
+            (prop_oneof![Just("type"), Just("name"), Just("message"), Just("timestamp")].prop_map(str::to_owned), value_text()),
+            0..5,
+        )
+        .prop_map(object),
+        1 => value_text(),
+    ];
+    let payload = prop_oneof![
+        3 => (state, value_text()).prop_map(|(s, other)| format!(r#"{{"intended": {other}, "validated_state": {s}}}"#)),
+        1 => value_text(),
+    ];
+    prop_oneof![
+        3 => event_name.prop_map(|v| ("event".to_owned(), v)),
+        3 => labels().prop_map(|v| ("resource".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("resource".to_owned(), v)),
+        2 => related.prop_map(|v| ("related".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("related".to_owned(), v)),
+        2 => payload.prop_map(|v| ("payload".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("id".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("occurred".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("follows".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("received".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("agent_config_id".to_owned(), v)),
+        1 => value_text().prop_map(|v| ("ev\\u0065nt".to_owned(), v)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_sparse_reader_agrees_with_the_tree_on_any_event(
+        members in proptest::collection::vec(member(), 0..12),
+        base in proptest::bool::ANY,
+    ) {
+        // Most bodies start as an event, so the sparse reader is tried.
+        let mut all = Vec::new();
+        if base {
+            all.push(("event".to_owned(), r#""prefect.flow-run.Failed""#.to_owned()));
+            all.push(("resource".to_owned(), r#"{"prefect.resource.id": "prefect.flow-run.r1"}"#.to_owned()));
+        }
+        all.extend(members);
+        let body = object(all);
+        prop_assert_eq!(parse(body.as_bytes(), None), through_tree(body.as_bytes()), "{}", body);
+    }
+}
+
+/// The one place the readers differ, on purpose: the tree gives up on
+/// nesting past serde_json's limit of 128 anywhere in the body, while the
+/// sparse reader skips members it does not read without a depth limit (and
+/// without recursion: a body of a million brackets is just bytes to it).
+#[test]
+fn deep_nesting_in_a_member_never_read_no_longer_hides_the_event() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(
+        r#"{{"event": "prefect.flow-run.Failed", "resource": {{"prefect.resource.id": "prefect.flow-run.r1"}}, "payload": {{"intended": {deep}}}}}"#
+    );
+    let n = parse(body.as_bytes(), None);
+    assert_eq!(n.format, Format::Event);
+    assert_eq!(n.flow_run.and_then(|r| r.id).as_deref(), Some("r1"));
+    assert!(!through_tree(body.as_bytes()).is_recognised());
+
+    let huge = format!(
+        r#"{{"event": "prefect.flow-run.Failed", "resource": {{"prefect.resource.id": "prefect.flow-run.r1"}}, "payload": {}1{}}}"#,
+        "[".repeat(1_000_000),
+        "]".repeat(1_000_000)
+    );
+    assert_eq!(parse(huge.as_bytes(), None).format, Format::Event);
+    // Deep nesting in a member that is read sends the body to the tree.
+    let in_resource = format!(
+        r#"{{"event": "prefect.flow-run.Failed", "resource": {{"prefect.resource.id": "prefect.flow-run.r1", "x": {deep}}}}}"#
+    );
+    assert_eq!(
+        parse(in_resource.as_bytes(), None),
+        through_tree(in_resource.as_bytes())
+    );
 }
