@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::KEY_A;
 use support::bridge::{BIN, Bridge};
-use support::measure::{connect, env_u64, median, rss_kb};
+use support::measure::{DELIVER_EVERYTHING, connect, env_u64, median, rss_kb};
 use support::pagerduty::Double;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -85,13 +85,10 @@ fn start(double: &Double) -> Bridge {
     let extra = std::env::var("LOAD_BRIDGE_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let (url, action) = (double.url(), format!("bench={KEY_A}"));
-    let defaults = [
-        ("--pagerduty-url", url.as_str()),
-        ("--action", action.as_str()),
-        ("--pagerduty-rate", "1000000/s"),
-        ("--pagerduty-burst", "100000"),
-        ("--max-in-flight", "64"),
-    ];
+    let defaults: Vec<(&str, &str)> = [("--pagerduty-url", url.as_str()), ("--action", action.as_str())]
+        .into_iter()
+        .chain(DELIVER_EVERYTHING.chunks(2).map(|pair| (pair[0], pair[1])))
+        .collect();
     // LOAD_BRIDGE_ARGS may replace any of these.
     let mut args: Vec<&str> = defaults
         .iter()

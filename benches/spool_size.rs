@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::bridge::Bridge;
-use support::measure::{connect, env_u64, median};
+use support::measure::{DELIVER_EVERYTHING, connect, env_u64, median};
 use support::pagerduty::{Double, Reply};
 
 /// The body of a failed (or completed) event of run `run`, as bytes.
@@ -108,24 +108,20 @@ async fn run(events: u64, conc: u64, sample: Duration, pause: u64) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = dir.path().join("spool.redb");
     let (url, action) = (double.url(), format!("size={}", support::KEY_A));
-    let mut bridge = Bridge::serve(&[
+    let mut args = vec![
         "--action",
         action.as_str(),
         "--spool",
         spool.to_str().expect("utf-8"),
         "--pagerduty-url",
         url.as_str(),
-        "--pagerduty-rate",
-        "1000000/s",
-        "--pagerduty-burst",
-        "100000",
-        "--max-in-flight",
-        "64",
         "--queue-capacity",
         "1000000",
         "--retry-initial-interval",
         "1s",
-    ]);
+    ];
+    args.extend(DELIVER_EVERYTHING);
+    let mut bridge = Bridge::serve(&args);
     if pause > 0 {
         double.set_reply(Reply::Status(500));
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::bridge::Bridge;
-use support::measure::{env_u64, median, rss_kb};
+use support::measure::{DELIVER_EVERYTHING, env_u64, median, rss_kb};
 
 /// A failed-run event whose state message makes it about `kb` KB.
 fn big_event(i: u64, kb: u64) -> Vec<u8> {
@@ -42,20 +42,16 @@ async fn open_alerts(spool: &str, action: &str, n: u64) {
     let double = support::pagerduty::Double::start().await;
     double.keep_counts_only();
     let url = double.url();
-    let filler = Bridge::serve(&[
+    let mut args = vec![
         "--action",
         action,
         "--spool",
         spool,
         "--pagerduty-url",
         url.as_str(),
-        "--pagerduty-rate",
-        "1000000/s",
-        "--pagerduty-burst",
-        "100000",
-        "--max-in-flight",
-        "64",
-    ]);
+    ];
+    args.extend(DELIVER_EVERYTHING);
+    let filler = Bridge::serve(&args);
     let started = Instant::now();
     post_all(filler.intake("oncall"), 1_000_000_000, n, 0).await;
     let stats_url = format!("{}/v1/spool", filler.url());

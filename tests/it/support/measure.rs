@@ -1,5 +1,17 @@
 //! What the benchmarks share: settings from the environment, a process's
-//! memory, medians of runs, and a bare HTTP/1 connection.
+//! memory, medians of runs, a bare HTTP/1 connection, and the bridge flags
+//! that let it deliver as fast as the double takes events.
+
+/// `serve` flags lifting the per-key pace and in-flight cap, so a benchmark
+/// measures the bridge rather than PagerDuty's documented limits.
+pub const DELIVER_EVERYTHING: [&str; 6] = [
+    "--pagerduty-rate",
+    "1000000/s",
+    "--pagerduty-burst",
+    "100000",
+    "--max-in-flight",
+    "64",
+];
 
 /// `name` from the environment as a number, else `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
