@@ -243,6 +243,31 @@ fn links_use_the_ui_base_and_only_safe_payload_urls() {
 }
 
 #[test]
+fn links_from_odd_ids_stay_on_the_ui_host_and_within_the_length_limit() {
+    let mut e = failed_event();
+    // An id from a payload is anything a template rendered.
+    e["resource"]["prefect.resource.id"] =
+        json!("prefect.flow-run.x@evil.example.com/../..//evil.example.com");
+    let hrefs: Vec<String> = run(&e, None).event.links.into_iter().map(|l| l.href).collect();
+    assert!(!hrefs.is_empty());
+    for href in &hrefs {
+        let host = url::Url::parse(href)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        assert_eq!(host.as_deref(), Some("127.0.0.1"), "{href}");
+    }
+    // A link past 2,048 characters is left out; the others stay.
+    e["resource"]["prefect.resource.id"] = json!(format!("prefect.flow-run.{}", "r".repeat(2100)));
+    let links = run(&e, None).event.links;
+    assert!(
+        links
+            .iter()
+            .all(|l| l.href.len() <= 2048 && !l.href.contains("rrrr"))
+    );
+    assert!(links.iter().any(|l| l.href.contains("/flows/flow/")));
+}
+
+#[test]
 fn pool_names_are_url_encoded_in_links() {
     let mut e = json!({"event": "prefect.work-pool.not-ready", "id": "e", "follows": "f",
         "occurred": "2026-11-28T08:41:58Z", "payload": {}, "related": [],
