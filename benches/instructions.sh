@@ -31,3 +31,8 @@ for capture in failed_event_tojson failed_automation_tojson failed_firing; do
         echo "$capture $phase: $(((b - a) / 1000)) instructions per event"
     done
 done
+# As deployed with --prefect-ui-url: each trigger also gets its links.
+export PIPELINE_UI_URL=http://127.0.0.1:4200
+a=$(count failed_event_tojson whole 500)
+b=$(count failed_event_tojson whole 1500)
+echo "failed_event_tojson whole, with links: $(((b - a) / 1000)) instructions per event"

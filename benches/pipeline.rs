@@ -7,7 +7,8 @@
 //! whole service).
 //!
 //! Run: `cargo bench --bench pipeline` (`PIPELINE_EVENTS`, `PIPELINE_RUNS`,
-//! `PIPELINE_ONLY=<capture name>`, `PIPELINE_PHASE=parse|whole`).
+//! `PIPELINE_ONLY=<capture name>`, `PIPELINE_PHASE=parse|whole`,
+//! `PIPELINE_UI_URL=http://127.0.0.1:4200` for links as `--prefect-ui-url` makes them).
 //! `benches/instructions.sh` counts instructions per event instead of time.
 
 #[path = "../tests/it/support/mod.rs"]
@@ -34,7 +35,14 @@ fn main() {
         routing_key: Secret::new(support::KEY_A),
         severity: None,
     };
-    let options = Options::default();
+    // With a Prefect UI base, as `--prefect-ui-url` gives, each trigger
+    // also gets its links back to Prefect.
+    let options = Options {
+        ui_base: std::env::var("PIPELINE_UI_URL")
+            .ok()
+            .and_then(|u| url::Url::parse(&u).ok()),
+        ..Options::default()
+    };
     let only = std::env::var("PIPELINE_ONLY").unwrap_or_default();
     // `parse` or `whole` runs only that loop (for counting instructions).
     let phase = std::env::var("PIPELINE_PHASE").unwrap_or_default();
