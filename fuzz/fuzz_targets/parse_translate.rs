@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let action = Action { name: "fuzz".to_owned(), routing_key: Secret::new("R0UTINGKEY0000000000000000000000"), severity };
     let header = (data.first().copied().unwrap_or(0) & 0x80 != 0).then_some("header-event-id");
     let n = prefect::parse(data, header);
-    let t = translate::translate(&n, &action, &options);
+    let t = translate::translate(n, &action, &options);
     if let Err(problems) = t.event.check() {
         panic!("event out of limits: {problems:?}");
     }
