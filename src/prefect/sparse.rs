@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -26,9 +27,14 @@ use serde_json::{Map, Value};
 
 use super::{Notification, event};
 
-/// The visitor methods for strings, numbers and booleans, all giving `$v`.
+/// The visitor methods for strings, numbers, booleans and null, all
+/// giving `$v`.
 macro_rules! scalars_give {
     ($v:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+
         fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
             Ok($v)
         }
@@ -126,7 +132,10 @@ impl<'de> Deserialize<'de> for Event<'de> {
                         "occurred" => ev.occurred = Some(map.next_value()?),
                         "follows" => ev.follows = Some(map.next_value()?),
                         "related" => ev.related = map.next_value::<RelatedList<'de>>()?.0,
-                        "payload" => ev.validated_state = Some(map.next_value::<Payload>()?.0),
+                        "payload" => {
+                            let payload = map.next_value::<IfObject<Payload>>()?.0;
+                            ev.validated_state = Some(payload.and_then(|p| p.0).map(|s| s.0));
+                        }
                         "received" => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -183,7 +192,7 @@ impl<'de> Deserialize<'de> for RelatedList<'de> {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::new();
-                while let Some(Item(item)) = seq.next_element()? {
+                while let Some(IfObject(item)) = seq.next_element()? {
                     items.push(item);
                 }
                 Ok(RelatedList(items))
@@ -193,137 +202,97 @@ impl<'de> Deserialize<'de> for RelatedList<'de> {
                 skip_map(map).map(|()| RelatedList(Vec::new()))
             }
 
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RelatedList(Vec::new()))
-            }
-
             scalars_give!(RelatedList(Vec::new()));
         }
         d.deserialize_any(Items)
     }
 }
 
-/// One item of `related`: its labels if it is an object.
-struct Item<'a>(Option<Related<'a>>);
+/// A value read by `T` if it is an object; `None` for any other value,
+/// which is skipped. `related`'s items, `payload` and `validated_state`
+/// are all read this way.
+struct IfObject<T>(Option<T>);
 
-impl<'de> Deserialize<'de> for Item<'de> {
+/// What reads an object's members into `Self`.
+trait FromMembers<'de>: Sized {
+    fn read<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+impl<'de, T: FromMembers<'de>> Deserialize<'de> for IfObject<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Labels;
-        impl<'de> Visitor<'de> for Labels {
-            type Value = Item<'de>;
+        struct Object<T>(PhantomData<T>);
+        impl<'de, T: FromMembers<'de>> Visitor<'de> for Object<T> {
+            type Value = IfObject<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut r = Related::default();
-                while let Some(Key(key)) = map.next_key()? {
-                    let slot = match &*key {
-                        "prefect.resource.id" => &mut r.id,
-                        "prefect.resource.name" => &mut r.name,
-                        "prefect.resource.role" => &mut r.role,
-                        "prefect.work-pool.type" => &mut r.pool_type,
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = map.next_value::<Text<'de>>()?.0;
-                }
-                Ok(Item(Some(r)))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::read(map).map(|t| IfObject(Some(t)))
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq).map(|()| Item(None))
+                skip_seq(seq).map(|()| IfObject(None))
             }
 
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Item(None))
-            }
-
-            scalars_give!(Item(None));
+            scalars_give!(IfObject(None));
         }
-        d.deserialize_any(Labels)
+        d.deserialize_any(Object(PhantomData))
     }
 }
 
-/// `payload`: its `validated_state`'s type, name and message, when both
-/// are objects.
-struct Payload(Option<Map<String, Value>>);
-
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = Payload;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut state = None;
-                while let Some(Key(key)) = map.next_key()? {
-                    if key == "validated_state" {
-                        state = map.next_value::<State>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
+impl<'de> FromMembers<'de> for Related<'de> {
+    fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut r = Related::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let slot = match &*key {
+                "prefect.resource.id" => &mut r.id,
+                "prefect.resource.name" => &mut r.name,
+                "prefect.resource.role" => &mut r.role,
+                "prefect.work-pool.type" => &mut r.pool_type,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
                 }
-                Ok(Payload(state))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq).map(|()| Payload(None))
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Payload(None))
-            }
-
-            scalars_give!(Payload(None));
+            };
+            *slot = map.next_value::<Text<'de>>()?.0;
         }
-        d.deserialize_any(Members)
+        Ok(r)
     }
 }
 
-/// `validated_state`: its type, name and message, if it is an object.
-struct State(Option<Map<String, Value>>);
+/// `payload`: its `validated_state`, when that is an object.
+struct Payload(Option<ValidatedState>);
 
-impl<'de> Deserialize<'de> for State {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = State;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
+impl<'de> FromMembers<'de> for Payload {
+    fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut state = None;
+        while let Some(Key(key)) = map.next_key()? {
+            if key == "validated_state" {
+                state = map.next_value::<IfObject<ValidatedState>>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut state = Map::new();
-                while let Some(Key(key)) = map.next_key()? {
-                    if matches!(&*key, "type" | "name" | "message") {
-                        state.insert(key.into_owned(), map.next_value()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(State(Some(state)))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                skip_seq(seq).map(|()| State(None))
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(State(None))
-            }
-
-            scalars_give!(State(None));
         }
-        d.deserialize_any(Members)
+        Ok(Payload(state))
+    }
+}
+
+/// `validated_state`'s type, name and message.
+struct ValidatedState(Map<String, Value>);
+
+impl<'de> FromMembers<'de> for ValidatedState {
+    fn read<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut state = Map::new();
+        while let Some(Key(key)) = map.next_key()? {
+            if matches!(&*key, "type" | "name" | "message") {
+                state.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(ValidatedState(state))
     }
 }
 
