@@ -140,8 +140,8 @@ mod tests {
         assert_eq!(backoff(30, initial, max, 1.0), max);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_outage_backs_off_once_then_probes_and_recovers() {
+    #[test]
+    fn an_outage_backs_off_once_then_probes_and_recovers() {
         let s = settings();
         let mut key = KeyState::default();
         let now = Instant::now();
@@ -184,8 +184,8 @@ mod tests {
         assert!(!key.is_failing());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_429_pauses_the_key_for_the_hint_clamped_to_the_retry_cap() {
+    #[test]
+    fn a_429_pauses_the_key_for_the_hint_clamped_to_the_retry_cap() {
         let s = settings();
         let now = Instant::now();
         for (hint, pause) in [
@@ -214,8 +214,8 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn rejections_and_old_events_become_dead_letters() {
+    #[test]
+    fn rejections_and_old_events_become_dead_letters() {
         let s = settings();
         let now = Instant::now();
         let mut key = KeyState::default();
