@@ -383,14 +383,16 @@ impl Index {
 
     /// Queues a new event: in its routing key's window while that has room
     /// and nothing of the key is in the store only, else in the rest (the
-    /// store only).
-    fn enqueue(&mut self, id: u64, entry: Entry, undo: &mut Vec<Undo>) {
+    /// store only), where it is filed by its alert in `change` too, since
+    /// only there is it looked up by alert ([`Index::rest_triggers`]).
+    fn enqueue(&mut self, id: u64, entry: Entry, change: &mut Change, undo: &mut Vec<Undo>) {
         let in_memory = self.per_key.get(&entry.key).copied().unwrap_or(0);
         if !self.rest.contains_key(&entry.key) && in_memory < WINDOW {
             self.insert(id, entry);
             undo.push(Undo::Inserted(id));
             return;
         }
+        change.by_alert.push(id);
         let before = *self.rest.entry(entry.key.clone()).or_insert(id);
         self.rest_len += 1;
         self.rest_new
@@ -662,6 +664,7 @@ impl Index {
                 due: Instant::now(),
                 accepted_ms: now,
             },
+            change,
             undo,
         );
         change.put.push(record);
@@ -713,6 +716,7 @@ impl Index {
                 due: Instant::now(),
                 accepted_ms: now_ms(),
             },
+            change,
             undo,
         );
         change.dead_delete.push(record.id);

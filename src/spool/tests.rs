@@ -534,17 +534,134 @@ fn a_spool_from_before_the_alert_table_of_queued_events_gets_one() {
         store.commit_one(fill).expect("fill");
     }
     {
-        // As an earlier version left it: no such table.
+        // As an earlier version left it: no tables of queued events but
+        // the events' own.
         let db = redb::Database::open(&path).expect("raw open");
         let txn = db.begin_write().expect("txn");
-        let table: redb::TableDefinition<'_, (u128, u64), bool> = redb::TableDefinition::new("queued_keys");
-        assert!(txn.delete_table(table).expect("delete"));
+        let by_alert: redb::TableDefinition<'_, (u128, u64), bool> =
+            redb::TableDefinition::new("queued_keys");
+        let by_key: redb::TableDefinition<'_, (&str, u64), Option<(u128, bool)>> =
+            redb::TableDefinition::new("queued_by_routing_key");
+        assert!(txn.delete_table(by_alert).expect("delete"));
+        assert!(txn.delete_table(by_key).expect("delete"));
         txn.commit().expect("commit");
     }
     let store = reopen_store(&path);
     let digest = crate::store::alert_digest("R0UTINGKEY0000000000000000000000", "d2");
     assert_eq!(store.queued_of(digest, 0).expect("read"), vec![(2, true)]);
     assert_eq!(store.queued_of(digest, 3).expect("read"), vec![]);
+    let page = store
+        .queued_from("R0UTINGKEY0000000000000000000000", 0, 10, 1 << 20)
+        .expect("read");
+    let ids: Vec<u64> = page.events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_spool_from_before_the_alert_in_the_routing_key_table_is_carried_over() {
+    const KEY: &str = "R0UTINGKEY0000000000000000000000";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let store = reopen_store(&path);
+        let mut fill = Change::durable();
+        fill.put = (1..=4).map(|id| big_record(id, 1)).collect();
+        fill.by_alert = (1..=4).collect();
+        store.commit_one(fill).expect("fill");
+    }
+    {
+        // As the version before left it: every event filed by alert, and
+        // the routing key table without the alert, under its old name.
+        let db = redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_write().expect("txn");
+        let new: redb::TableDefinition<'_, (&str, u64), Option<(u128, bool)>> =
+            redb::TableDefinition::new("queued_by_routing_key");
+        let old: redb::TableDefinition<'_, (&str, u64), ()> = redb::TableDefinition::new("queued_by_key");
+        assert!(txn.delete_table(new).expect("delete"));
+        {
+            let mut t = txn.open_table(old).expect("old table");
+            for id in 1..=4 {
+                t.insert((KEY, id), ()).expect("row");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let store = reopen_store(&path);
+    let page = store.queued_from(KEY, 2, 10, 1 << 20).expect("read");
+    assert_eq!(
+        page.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    let snap = store.resume(2, 1).expect("resume");
+    assert_eq!(snap.rest, vec![(KEY.to_owned(), 2)]);
+    for id in 1..=4 {
+        let digest = crate::store::alert_digest(KEY, &format!("d{id}"));
+        assert_eq!(store.queued_of(digest, 0).expect("read"), vec![(id, true)]);
+    }
+    drop(store);
+    let db = redb::Database::open(&path).expect("raw open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("txn");
+    let old: redb::TableDefinition<'_, (&str, u64), ()> = redb::TableDefinition::new("queued_by_key");
+    assert!(
+        matches!(txn.open_table(old), Err(redb::TableError::TableDoesNotExist(_))),
+        "the old table is gone"
+    );
+}
+
+/// Events kept in memory are filed by alert only once they may be out of
+/// memory: when a start reads less of a routing key than memory held.
+#[test]
+fn events_that_were_in_memory_are_filed_by_alert_when_a_start_leaves_them_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let digest = |id: u64| crate::store::alert_digest("R0UTINGKEY0000000000000000000000", &format!("d{id}"));
+    {
+        let store = reopen_store(&path);
+        let mut fill = Change::durable();
+        // 1-4 in memory when put; 5 out of it.
+        fill.put = (1..=5).map(|id| big_record(id, 1)).collect();
+        fill.by_alert = vec![5];
+        store.commit_one(fill).expect("fill");
+        assert_eq!(store.queued_of(digest(3), 0).expect("read"), vec![]);
+        assert_eq!(store.queued_of(digest(5), 0).expect("read"), vec![(5, true)]);
+        // A retry puts an event again without its row: a row it has stays.
+        let retry = Change {
+            put: vec![big_record(5, 1)],
+            ..Change::default()
+        };
+        store.commit_one(retry).expect("retry");
+        assert_eq!(store.queued_of(digest(5), 0).expect("read"), vec![(5, true)]);
+    }
+    let store = reopen_store(&path);
+    // A start that reads one event, with memory for three of them: the
+    // next three (2-4) may have been in memory, so they get their rows.
+    let snap = store.resume(3, 1).expect("resume");
+    assert_eq!(snap.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        snap.rest,
+        vec![("R0UTINGKEY0000000000000000000000".to_owned(), 2)]
+    );
+    for id in 2..=5 {
+        assert_eq!(
+            store.queued_of(digest(id), 2).expect("read"),
+            vec![(id, true)],
+            "event {id}"
+        );
+    }
+    // Delivered or dead, an event leaves no row behind.
+    let mut gone = Change::durable();
+    gone.delete = vec![crate::store::Unqueue {
+        id: 3,
+        alert: digest(3),
+        routing_key: Arc::from("R0UTINGKEY0000000000000000000000"),
+    }];
+    let mut dead = big_record(4, 1);
+    dead.dead_ms = Some(2);
+    gone.dead_put = vec![dead];
+    store.commit_one(gone).expect("settle");
+    assert_eq!(store.queued_of(digest(3), 0).expect("read"), vec![]);
+    assert_eq!(store.queued_of(digest(4), 0).expect("read"), vec![]);
+    assert_eq!(store.queued_of(digest(2), 0).expect("read"), vec![(2, true)]);
 }
 
 #[tokio::test]

@@ -168,6 +168,11 @@ pub(crate) struct Unqueue {
 pub(crate) struct Change {
     /// Records to write to the queue.
     pub(crate) put: Vec<Record>,
+    /// Ids among `put` the spool keeps out of memory: only those are ever
+    /// looked up by their alert ([`Store::queued_of`]), so only those get a
+    /// row by alert. A retry's put of an event names none (its row, if it
+    /// has one, stays).
+    pub(crate) by_alert: Vec<u64>,
     /// Events to drop from the queue.
     pub(crate) delete: Vec<Unqueue>,
     /// Dead letters to write (and drop from the queue).
@@ -449,6 +454,12 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     /// routing key, as [`Store::queued_from`] reads them (there may be
     /// millions of those too; the spool reads the rest as it sends).
     ///
+    /// Events put without a row by alert were in memory when they were
+    /// put; memory held at most `limit` of a routing key's first events, so
+    /// the `limit` events after those read here get their rows now, should
+    /// they lack one, and [`Store::queued_of`] finds every event it is
+    /// asked for after the stop too.
+    ///
     /// # Errors
     /// Storage errors.
     fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error>;
@@ -468,7 +479,10 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Page, Error>;
 
     /// The queued events of an alert (by [`alert_digest`]) from id `from`
-    /// on, in id order, each with whether it is a trigger.
+    /// on, in id order, each with whether it is a trigger. Only events put
+    /// with a row by alert ([`Change::by_alert`]) are found: `from` must be
+    /// where its routing key's events out of memory start, and nothing at
+    /// or after it in memory.
     ///
     /// # Errors
     /// Storage errors.

@@ -34,14 +34,23 @@ const OPEN_BY_DIGEST: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("o
 /// Which row of [`OPEN`] holds each open alert, by [`super::alert_digest`]:
 /// how an event finds its alert without the spool holding every one.
 const OPEN_KEYS: TableDefinition<'_, u128, u64> = TableDefinition::new("open_keys");
-/// Every queued event by its alert, (alert digest, event id) → whether it is
-/// a trigger: how a decision finds an alert's queued events when the spool
-/// holds only the first of a long queue in memory.
+/// Queued events out of memory by their alert, (alert digest, event id) →
+/// whether it is a trigger: how a decision finds an alert's queued events
+/// when the spool holds only the first of a long queue in memory. Its keys
+/// are random, so each row costs a page of its own in a commit: events in
+/// memory get none (see [`Change::by_alert`] and [`index_by_alert`]).
 const QUEUED_KEYS: TableDefinition<'_, (u128, u64), bool> = TableDefinition::new("queued_keys");
-/// Every queued event by its routing key, (routing key, event id): how the
-/// spool reads a routing key's queue in order, so that a backlog on one key
-/// does not hold back the others.
-const QUEUED_BY_KEY: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("queued_by_key");
+/// Every queued event by its routing key, (routing key, event id) → its
+/// (alert digest, whether it is a trigger): how the spool reads a routing
+/// key's queue in order, so that a backlog on one key does not hold back
+/// the others, and what a start files by alert in [`QUEUED_KEYS`] for the
+/// events that were in memory. `None` for rows carried over from
+/// [`QUEUED_BY_KEY_V1`], whose events all have their row by alert.
+const QUEUED_BY_KEY: TableDefinition<'_, (&str, u64), Option<(u128, bool)>> =
+    TableDefinition::new("queued_by_routing_key");
+/// [`QUEUED_BY_KEY`] as earlier versions wrote it, without the alert; moved
+/// into it when such a spool is opened.
+const QUEUED_BY_KEY_V1: TableDefinition<'_, (&str, u64), ()> = TableDefinition::new("queued_by_key");
 /// The routing key in [`QUEUED_BY_KEY`] of queued rows that did not decode
 /// when the table was built (no routing key is empty).
 const UNREADABLE: &str = "";
@@ -118,6 +127,7 @@ fn open_database(path: &Path) -> Result<Database, Error> {
         }
         migrate_open_by_digest(&txn)?;
         index_open_rows(&txn)?;
+        migrate_queued_by_key(&txn)?;
         index_queued_rows(&txn)?;
         txn.commit().map_err(storage)?;
         Ok(db)
@@ -324,7 +334,12 @@ impl Store for RedbStore {
     }
 
     fn resume(&self, limit: usize, max_bytes: usize) -> Result<Snapshot, Error> {
-        self.read_snapshot(false, Some((limit, max_bytes)))
+        let snap = self.read_snapshot(false, Some((limit, max_bytes)))?;
+        if !snap.rest.is_empty() {
+            let db = self.db()?;
+            guarded(&self.path, || index_by_alert(&db, &snap.rest, limit))?;
+        }
+        Ok(snap)
     }
 
     fn queued_from(
@@ -702,7 +717,7 @@ fn all_records(
 /// the others go to [`super::Page::damaged`]. Stops after `limit` rows or
 /// once `max_bytes` were read.
 fn read_page(
-    by_key: &redb::ReadOnlyTable<(&'static str, u64), ()>,
+    by_key: &redb::ReadOnlyTable<(&'static str, u64), Option<(u128, bool)>>,
     events: &redb::ReadOnlyTable<u64, &'static [u8]>,
     routing_key: &str,
     from: u64,
@@ -815,6 +830,28 @@ fn index_open_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
     Ok(())
 }
 
+/// Moves [`QUEUED_BY_KEY_V1`]'s rows into [`QUEUED_BY_KEY`], without their
+/// alert (every event of such a spool has its row in [`QUEUED_KEYS`]), and
+/// drops it. One sequential pass over the queue's keys; no event is read.
+fn migrate_queued_by_key(txn: &redb::WriteTransaction) -> Result<(), Error> {
+    let old = match txn.open_table(QUEUED_BY_KEY_V1) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(storage(e)),
+    };
+    {
+        let mut by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
+        for row in old.iter().map_err(storage)? {
+            let (k, _) = row.map_err(storage)?;
+            let (key, id) = k.value();
+            by_key.insert((key, id), None).map_err(storage)?;
+        }
+    }
+    drop(old);
+    txn.delete_table(QUEUED_BY_KEY_V1).map_err(storage)?;
+    Ok(())
+}
+
 /// Builds [`QUEUED_KEYS`] and [`QUEUED_BY_KEY`] for a spool written before
 /// they existed. A row that does not decode has no routing key to be filed
 /// under: it goes under [`UNREADABLE`], where the next start reads it and
@@ -824,7 +861,9 @@ fn index_queued_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
     let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
     let mut by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
     let events = txn.open_table(EVENTS).map_err(storage)?;
-    let built = !keys.is_empty().map_err(storage)? && !by_key.is_empty().map_err(storage)?;
+    // QUEUED_KEYS may be empty in a built spool: it has rows only for
+    // events out of memory.
+    let built = !by_key.is_empty().map_err(storage)?;
     if built || events.is_empty().map_err(storage)? {
         return Ok(());
     }
@@ -832,16 +871,57 @@ fn index_queued_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
         let (k, v) = row.map_err(storage)?;
         match envelope::decode_record(v.value()) {
             Ok(r) => {
-                keys.insert(queued_key(&r), r.event_action == EventAction::Trigger)
-                    .map_err(storage)?;
+                let trigger = r.event_action == EventAction::Trigger;
+                keys.insert(queued_key(&r), trigger).map_err(storage)?;
                 by_key
-                    .insert((r.routing_key.as_str(), r.id), ())
+                    .insert((r.routing_key.as_str(), r.id), Some((queued_key(&r).0, trigger)))
                     .map_err(storage)?;
             }
             Err(_) => {
-                by_key.insert((UNREADABLE, k.value()), ()).map_err(storage)?;
+                by_key.insert((UNREADABLE, k.value()), None).map_err(storage)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Gives the queued events after each routing key's window read at start,
+/// `limit` of them (`rest`: routing key and first id not read), the row in
+/// [`QUEUED_KEYS`] they lack if they were in memory before the stop: a
+/// window held at most `limit` of its key's first events, so none further
+/// on lacks one.
+fn index_by_alert(db: &Database, rest: &[(String, u64)], limit: usize) -> Result<(), Error> {
+    let txn = db.begin_write().map_err(storage)?;
+    let mut added = 0usize;
+    {
+        let by_key = txn.open_table(QUEUED_BY_KEY).map_err(storage)?;
+        let mut keys = txn.open_table(QUEUED_KEYS).map_err(storage)?;
+        for (key, from) in rest {
+            for row in by_key
+                .range((key.as_str(), *from)..=(key.as_str(), u64::MAX))
+                .map_err(storage)?
+                .take(limit)
+            {
+                let (k, alert) = row.map_err(storage)?;
+                let id = k.value().1;
+                let Some((digest, trigger)) = alert.value() else {
+                    continue;
+                };
+                if keys.get((digest, id)).map_err(storage)?.is_none() {
+                    keys.insert((digest, id), trigger).map_err(storage)?;
+                    added += 1;
+                }
+            }
+        }
+    }
+    if added == 0 {
+        txn.abort().map_err(storage)?;
+    } else {
+        txn.commit().map_err(storage)?;
+        tracing::debug!(
+            added,
+            "queued events that were in memory before the stop indexed by alert"
+        );
     }
     Ok(())
 }
@@ -880,14 +960,17 @@ fn apply(db: &Database, changes: &[&Change], durable: bool) -> Result<(), Error>
             for r in &c.put {
                 let bytes = envelope::encode_record(r);
                 events.insert(r.id, bytes.as_slice()).map_err(storage)?;
-                queued
-                    .insert(queued_key(r), r.event_action == EventAction::Trigger)
-                    .map_err(storage)?;
+                let (digest, id) = queued_key(r);
+                let trigger = r.event_action == EventAction::Trigger;
+                if c.by_alert.contains(&id) {
+                    queued.insert((digest, id), trigger).map_err(storage)?;
+                }
                 by_key
-                    .insert((r.routing_key.as_str(), r.id), ())
+                    .insert((r.routing_key.as_str(), id), Some((digest, trigger)))
                     .map_err(storage)?;
                 max_id = max_id.max(r.id);
             }
+            // Removing a row that is not there writes nothing.
             for u in &c.delete {
                 events.remove(u.id).map_err(storage)?;
                 queued.remove((u.alert, u.id)).map_err(storage)?;
