@@ -567,6 +567,70 @@ async fn a_resolve_after_kill_9_still_closes_a_delivered_alert() {
     assert_eq!(actions.iter().filter(|a| **a == "resolve").count(), 1);
 }
 
+/// A backlog larger than a start reads (60 events of 200 KB while
+/// PagerDuty is unreachable, 4 MB read at start), a `kill -9`, then the
+/// recovery of a run whose trigger the start left on disk: the trigger is
+/// found and cancelled, so PagerDuty gets the resolve and never the stale
+/// trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_after_kill_9_cancels_a_trigger_the_start_left_on_disk() {
+    const RUNS: usize = 60;
+    const LATE: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("s.redb");
+    let action = format!("oncall={KEY_A}");
+    let unreachable = [
+        "--spool",
+        spool.to_str().expect("utf-8 path"),
+        "--action",
+        &action,
+        "--pagerduty-url",
+        "http://127.0.0.1:9",
+    ];
+    let big = |i: usize| {
+        let mut v: Value = serde_json::from_slice(&failed_run(i)).expect("json");
+        v["resource"]["prefect.state-message"] = json!("x".repeat(200_000));
+        v.to_string().into_bytes()
+    };
+    let mut b = Bridge::serve(&unreachable);
+    for i in 0..RUNS {
+        assert_eq!(post(&b.intake("oncall"), big(i)).await.0, 202, "run {i}");
+    }
+    b.kill();
+    let mut b = Bridge::serve(&unreachable);
+    assert_eq!(wait::spool_stats(&b).await["queued"], RUNS);
+    let (status, answer) = post(
+        &b.intake("oncall"),
+        with_state(&failed_run(LATE), "COMPLETED", "Completed"),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["event_action"].as_str()),
+        (202, Some("resolve")),
+        "{answer}"
+    );
+    let stats = wait::spool_stats(&b).await;
+    assert_eq!(
+        (stats["superseded"].as_u64(), stats["queued"].as_u64()),
+        (Some(1), Some(RUNS as u64)),
+        "{stats}"
+    );
+    assert_eq!(b.terminate().code(), Some(0));
+    // PagerDuty is back: everything else goes out, and run 50 only resolves.
+    let double = Double::start().await;
+    let _b = serve(&double, &spool, &FAST);
+    let got = double.wait_accepted(RUNS, WAIT).await;
+    let late = format!("prefect/flow-run/00000000-0000-4000-8000-{LATE:012}");
+    let of_late: Vec<&str> = got
+        .iter()
+        .filter(|r| r.dedup_key() == late)
+        .map(|r| r.action())
+        .collect();
+    assert_eq!(of_late, vec!["resolve"]);
+    let triggers = got.iter().filter(|r| r.action() == "trigger").count();
+    assert_eq!(triggers, RUNS - 1);
+}
+
 /// A spool file the bridge wrote before its records had a versioned
 /// envelope (`fixtures/spool/make-v0.py` made it with that build): this
 /// bridge carries on from it. Open alerts still resolve, the queued event
