@@ -337,7 +337,16 @@ impl Store for RedbStore {
         let snap = self.read_snapshot(false, Some((limit, max_bytes)))?;
         if !snap.rest.is_empty() {
             let db = self.db()?;
-            guarded(&self.path, || index_by_alert(&db, &snap.rest, limit))?;
+            // Not a reason to stay down (a full disk, say): without those
+            // rows a recovery may miss a trigger on disk, which then goes
+            // out before it, as it would without the recovery.
+            if let Err(e) = guarded(&self.path, || index_by_alert(&db, &snap.rest, limit)) {
+                tracing::warn!(error = %e, "cannot file queued events by alert at start; a recovery may not cancel a trigger still on disk");
+                // redb refuses writes after a failed one: the writer opens
+                // the file again before its first.
+                drop(db);
+                self.close();
+            }
         }
         Ok(snap)
     }
