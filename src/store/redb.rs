@@ -880,10 +880,11 @@ fn index_queued_rows(txn: &redb::WriteTransaction) -> Result<(), Error> {
         let (k, v) = row.map_err(storage)?;
         match envelope::decode_record(v.value()) {
             Ok(r) => {
+                let (digest, id) = queued_key(&r);
                 let trigger = r.event_action == EventAction::Trigger;
-                keys.insert(queued_key(&r), trigger).map_err(storage)?;
+                keys.insert((digest, id), trigger).map_err(storage)?;
                 by_key
-                    .insert((r.routing_key.as_str(), r.id), Some((queued_key(&r).0, trigger)))
+                    .insert((r.routing_key.as_str(), id), Some((digest, trigger)))
                     .map_err(storage)?;
             }
             Err(_) => {
