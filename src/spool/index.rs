@@ -325,15 +325,9 @@ impl Index {
 
     /// Takes a slice of a routing key's rest (see [`Index::refills`]) into
     /// its window; returns how many events it took.
-    pub(super) fn page_in(
-        &mut self,
-        key: &Arc<str>,
-        page: &crate::store::Page,
-        now: Instant,
-        wall_ms: i64,
-    ) -> usize {
+    pub(super) fn page_in(&mut self, key: &Arc<str>, page: &crate::store::Page, now: Instant) -> usize {
         for r in &page.events {
-            self.restore(r, now, wall_ms);
+            self.restore(r, now);
         }
         self.rest_len = self
             .rest_len
@@ -428,11 +422,13 @@ impl Index {
     }
 
     /// Queues an entry read back from the store (at start, or from the
-    /// rest), due at its stored next attempt: `now` and `wall_ms` are the
-    /// same moment on the two clocks.
-    pub(super) fn restore(&mut self, r: &Queued, now: Instant, wall_ms: i64) {
-        let wait = std::time::Duration::from_millis(u64::try_from(r.next_attempt_ms - wall_ms).unwrap_or(0));
-        let due = now.checked_add(wait).unwrap_or(now);
+    /// rest), due `now`. It was never tried in this run (an event leaves
+    /// memory only once settled), so a back-off it stored was learned by an
+    /// earlier run about a PagerDuty that may have recovered since; this
+    /// run's pacing and outage probe keep a still-failing PagerDuty from
+    /// being flooded, one send per routing key until one succeeds.
+    pub(super) fn restore(&mut self, r: &Queued, now: Instant) {
+        let due = now;
         let key = self.intern(&r.routing_key);
         let action_name = self.intern(&r.action);
         let alert = self.alert_id(&key, &r.dedup_key);

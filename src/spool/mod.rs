@@ -330,9 +330,8 @@ impl Spool {
             index.seen.insert(claim, at);
         }
         let now = Instant::now();
-        let wall = now_ms();
         for r in &snap.events {
-            index.restore(r, now, wall);
+            index.restore(r, now);
         }
         let damaged_queued = snap.damaged.iter().filter(|d| d.table == "events").count();
         index.set_rest(

@@ -700,3 +700,32 @@ async fn a_backlog_on_one_routing_key_does_not_hold_back_another() {
     let due = spool.take_due(100, held_back).0;
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![other_id]);
 }
+
+#[tokio::test]
+async fn a_back_off_from_before_a_restart_does_not_hold_an_event_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    let id = {
+        let spool = Spool::open(&path, CAPACITY).expect("open");
+        spool
+            .accept("a", &translated("FAILED", "Failed"), None)
+            .await
+            .expect("accept");
+        let due = spool.take_due(10, |_| Admit::Go).0;
+        assert_eq!(due.len(), 1);
+        let record = spool.record(&due[0]).expect("read").expect("stored");
+        spool.retry_later(&due[0], record, Duration::from_secs(300));
+        spool.flush().await.expect("flush");
+        // In this run the back-off holds.
+        assert!(spool.take_due(10, |_| Admit::Go).0.is_empty());
+        due[0].id
+    };
+    let spool = reopen(&path);
+    let stored = spool.shared().store.event(id).expect("read").expect("stored");
+    assert!(
+        stored.next_attempt_ms > now_ms() + 200_000,
+        "the back-off was stored"
+    );
+    let due = spool.take_due(10, |_| Admit::Go).0;
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+}

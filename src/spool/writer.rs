@@ -195,7 +195,7 @@ impl Writer {
             taken += self
                 .shared
                 .lock()
-                .page_in(&key, &page, tokio::time::Instant::now(), now_ms());
+                .page_in(&key, &page, tokio::time::Instant::now());
         }
         if taken > 0 {
             self.shared.wake.notify_one();
