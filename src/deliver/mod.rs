@@ -214,7 +214,7 @@ async fn send<S: Sink>(
     let mut stored = None;
     let body = match due.wire.take() {
         Some(body) => body,
-        None => match read(spool, keys, settings, &due) {
+        None => match read(spool, keys, settings, &due).await {
             Some(record) => stored.insert(record).wire(),
             None => {
                 if let Some(k) = keys.lock().get_mut(&due.key) {
@@ -271,8 +271,14 @@ async fn send<S: Sink>(
         },
     );
     // An event in flight is neither superseded nor rewritten by anyone else,
-    // so a record read before the send is still current.
-    let Some(mut record) = stored.or_else(|| read(spool, keys, settings, &due)) else {
+    // so a record read before the send is still current. One sent before its
+    // commit ended is read once it has (none if that commit failed: its
+    // webhook got 503, and what was tried is all there is).
+    let record = match stored {
+        Some(r) => Some(r),
+        None => read(spool, keys, settings, &due).await,
+    };
+    let Some(mut record) = record else {
         return;
     };
     record.attempts += 1;
@@ -333,8 +339,8 @@ fn settle(
 
 /// The stored record of `due`; `None` (and its slot given back) when it is
 /// gone (superseded or purged between selection and send) or unreadable.
-fn read(spool: &Spool, keys: &Keys, settings: &Settings, due: &Due) -> Option<Record> {
-    match spool.record(due) {
+async fn read(spool: &Spool, keys: &Keys, settings: &Settings, due: &Due) -> Option<Record> {
+    match spool.record(due).await {
         Ok(Some(r)) => Some(r),
         other => {
             if let Some(k) = keys.lock().get_mut(&due.key) {

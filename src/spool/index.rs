@@ -165,8 +165,6 @@ pub(super) enum Undo {
     Rest(u64, AlertId, Arc<str>, Option<u64>),
     /// An event of the rest held back.
     RestHeld(u64),
-    /// The id counter as it was.
-    NextId(u64),
     /// Superseded events counted.
     Superseded(u64),
     /// An idempotency claim made.
@@ -635,8 +633,10 @@ impl Index {
         if !plan.send {
             return Ok(Accepted::Superseded);
         }
+        // Not taken back if the commit fails: the event may be in flight
+        // under this id already (see `Spool::take_due`), and its settlement
+        // must not meet a later event under the same id.
         let id = self.next_id;
-        undo.push(Undo::NextId(id));
         self.next_id += 1;
         let wire = (self.wire_bytes + input.wire.len() <= WIRE_CACHE_BYTES).then_some(input.wire);
         let action_name = self.intern(&input.record.action);
@@ -681,7 +681,6 @@ impl Index {
         // Read before anything changes: a failed read leaves nothing to undo.
         let stored = self.open_of(store, k)?;
         let new_id = self.next_id;
-        undo.push(Undo::NextId(new_id));
         self.next_id += 1;
         if let (EventAction::Trigger, Some(class)) = (record.event_action, record.class) {
             let entry = OpenEntry {
@@ -744,12 +743,20 @@ impl Index {
     }
 
     /// The commit of a decision failed: put the index back as it was.
-    pub(super) fn undo(&mut self, undo: Vec<Undo>) {
+    /// Adds to `sent` its new events that were sent, or being sent, while
+    /// the commit ran (PagerDuty may have them), and to `settled` those of
+    /// them already delivered.
+    pub(super) fn undo(&mut self, undo: Vec<Undo>, sent: &mut usize, settled: &mut Vec<u64>) {
         for step in undo.into_iter().rev() {
             match step {
-                Undo::Inserted(id) => {
-                    self.remove(id);
-                }
+                Undo::Inserted(id) => match self.remove(id) {
+                    None => {
+                        *sent += 1;
+                        settled.push(id);
+                    }
+                    Some(e) if e.in_flight => *sent += 1,
+                    Some(_) => {}
+                },
                 Undo::Held(id) => {
                     if let Some(e) = self.queued.get_mut(&id) {
                         e.held = false;
@@ -790,7 +797,6 @@ impl Index {
                     self.rest_held.remove(&id);
                     self.rest_len += 1;
                 }
-                Undo::NextId(id) => self.next_id = id,
                 Undo::Superseded(n) => self.counters.superseded -= n,
                 Undo::Claim(c) => self.seen.remove(c),
             }

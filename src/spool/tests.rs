@@ -713,7 +713,7 @@ async fn a_back_off_from_before_a_restart_does_not_hold_an_event_back() {
             .expect("accept");
         let due = spool.take_due(10, |_| Admit::Go).0;
         assert_eq!(due.len(), 1);
-        let record = spool.record(&due[0]).expect("read").expect("stored");
+        let record = spool.record(&due[0]).await.expect("read").expect("stored");
         spool.retry_later(&due[0], record, Duration::from_secs(300));
         spool.flush().await.expect("flush");
         // In this run the back-off holds.
@@ -728,4 +728,226 @@ async fn a_back_off_from_before_a_restart_does_not_hold_an_event_back() {
     );
     let due = spool.take_due(10, |_| Admit::Go).0;
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+}
+
+/// The spool's file, with a commit that can be held open and then let
+/// succeed or fail: what a slow fsync, or a disk that fills during one,
+/// looks like from the writer.
+#[derive(Debug)]
+struct Gated {
+    inner: RedbStore,
+    /// Armed: the next commit says it started, then waits for the verdict.
+    hold: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<bool>)>>,
+}
+
+impl Gated {
+    /// Holds the next commit; returns (it started, let it end: `true`
+    /// commits it, `false` fails it).
+    fn arm(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<bool>) {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (verdict, verdict_rx) = std::sync::mpsc::channel();
+        *self.hold.lock().expect("lock") = Some((started_tx, verdict_rx));
+        (started, verdict)
+    }
+}
+
+impl Store for Gated {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn snapshot(&self) -> Result<crate::store::Snapshot, Error> {
+        self.inner.snapshot()
+    }
+    fn apply(&self, changes: &[&Change], durable: bool) -> Result<(), Error> {
+        let held = self.hold.lock().expect("lock").take();
+        if let Some((started, verdict)) = held {
+            let _ = started.send(());
+            if !verdict.recv().unwrap_or(true) {
+                return Err(Error::Storage("no space left on device (test)".into()));
+            }
+        }
+        self.inner.apply(changes, durable)
+    }
+    fn is_open(&self) -> bool {
+        self.inner.is_open()
+    }
+    fn close(&self) {
+        self.inner.close();
+    }
+    fn reopen(&self) -> Result<(), Error> {
+        self.inner.reopen()
+    }
+    fn event(&self, id: u64) -> Result<Option<Record>, Error> {
+        self.inner.event(id)
+    }
+    fn dead_letter(&self, id: u64) -> Result<Option<Record>, Error> {
+        self.inner.dead_letter(id)
+    }
+    fn dead_letters(&self) -> Result<Vec<Record>, Error> {
+        self.inner.dead_letters()
+    }
+    fn dead_count(&self) -> Result<usize, Error> {
+        self.inner.dead_count()
+    }
+    fn actions(&self) -> Result<Vec<StoredAction>, Error> {
+        self.inner.actions()
+    }
+    fn claims(&self, since_ms: u64, limit: usize) -> Result<Vec<(u64, u128)>, Error> {
+        self.inner.claims(since_ms, limit)
+    }
+    fn quarantine(&self, rows: &[crate::store::Damaged]) -> Result<(), Error> {
+        self.inner.quarantine(rows)
+    }
+    fn quarantined(&self) -> Result<Vec<crate::store::Quarantined>, Error> {
+        self.inner.quarantined()
+    }
+    fn quarantined_count(&self) -> Result<usize, Error> {
+        self.inner.quarantined_count()
+    }
+    fn drop_record(&self, id: &str) -> Result<Option<&'static str>, Error> {
+        self.inner.drop_record(id)
+    }
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+    fn resume(&self, limit: usize, max_bytes: usize) -> Result<crate::store::Snapshot, Error> {
+        self.inner.resume(limit, max_bytes)
+    }
+    fn queued_from(
+        &self,
+        routing_key: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<crate::store::Page, Error> {
+        self.inner.queued_from(routing_key, from, limit, max_bytes)
+    }
+    fn queued_of(&self, digest: u128, from: u64) -> Result<Vec<(u64, bool)>, Error> {
+        self.inner.queued_of(digest, from)
+    }
+    fn open_alert(&self, digest: u128) -> Result<Option<(u64, OpenRow)>, Error> {
+        self.inner.open_alert(digest)
+    }
+    fn expired_open(
+        &self,
+        from: u64,
+        limit: usize,
+        before_ms: i64,
+        untimed_ms: i64,
+    ) -> Result<crate::store::Expired, Error> {
+        self.inner.expired_open(from, limit, before_ms, untimed_ms)
+    }
+}
+
+/// A spool on a [`Gated`] file, past its first (maintenance) round.
+async fn gated_spool(path: &Path) -> (Spool, Arc<Gated>) {
+    let store = Arc::new(Gated {
+        inner: RedbStore::open(path).expect("open"),
+        hold: std::sync::Mutex::new(None),
+    });
+    let spool =
+        Spool::open_store(store.clone(), CAPACITY, Retention::default(), Metrics::shared()).expect("open");
+    spool.flush().await.expect("flush");
+    (spool, store)
+}
+
+/// Waits (off the runtime's threads) until the held commit has started.
+async fn started(rx: std::sync::mpsc::Receiver<()>) {
+    tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .expect("join")
+        .expect("the commit never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_goes_out_while_its_commit_runs_and_its_webhook_waits_for_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+    let (began, verdict) = store.arm();
+    let accepting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.accept("a", &translated("FAILED", "Failed"), None).await }
+    });
+    started(began).await;
+    let mut due = spool.take_due(10, |_| Admit::Go).0;
+    assert_eq!(due.len(), 1, "the event may go while its commit runs");
+    let due = due.remove(0);
+    assert!(due.wire.is_some());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!accepting.is_finished(), "answered before the commit ended");
+    // A failed send reads the record only once the commit has ended.
+    let reading = tokio::spawn({
+        let spool = spool.clone();
+        async move {
+            let record = spool.record(&due).await;
+            (due, record)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!reading.is_finished(), "read before the commit ended");
+    verdict.send(true).expect("verdict");
+    let accepted = accepting.await.expect("join");
+    let (due, record) = reading.await.expect("join");
+    assert_eq!(accepted.ok(), Some(Accepted::Queued { id: due.id }));
+    assert_eq!(record.expect("read").map(|r| r.id), Some(due.id));
+    spool.delivered(&due);
+    spool.flush().await.expect("flush");
+    assert_eq!(spool.stats().queued, 0);
+    assert!(spool.shared().store.event(due.id).expect("read").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_after_its_event_went_out_answers_503_and_its_id_is_never_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+    let (began, verdict) = store.arm();
+    let accepting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.accept("a", &run_event(1, "FAILED", "Failed"), None).await }
+    });
+    started(began).await;
+    let sent = spool.take_due(10, |_| Admit::Go).0;
+    assert_eq!(sent.len(), 1);
+    verdict.send(false).expect("verdict");
+    let r = accepting.await.expect("join");
+    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    // Its send failed, say: there is no record to retry.
+    assert_eq!(spool.record(&sent[0]).await.expect("read").map(|r| r.id), None);
+    // The file is back for the next event, which gets an id of its own.
+    let r = spool.accept("a", &run_event(2, "FAILED", "Failed"), None).await;
+    let Ok(Accepted::Queued { id }) = r else {
+        panic!("{r:?}");
+    };
+    assert_ne!(id, sent[0].id);
+    // The first send's late success does not touch the second event.
+    spool.delivered(&sent[0]);
+    spool.flush().await.expect("flush");
+    assert_eq!(spool.stats().queued, 1);
+    let due = spool.take_due(10, |_| Admit::Go).0;
+    assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id]);
+    assert!(spool.shared().store.event(id).expect("read").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_delivered_before_its_commit_fails_writes_nothing_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+    let (began, verdict) = store.arm();
+    let accepting = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.accept("a", &run_event(1, "FAILED", "Failed"), None).await }
+    });
+    started(began).await;
+    let sent = spool.take_due(10, |_| Admit::Go).0;
+    assert_eq!(sent.len(), 1);
+    // PagerDuty took it while the commit ran; its delete is on its way.
+    spool.delivered(&sent[0]);
+    verdict.send(false).expect("verdict");
+    let r = accepting.await.expect("join");
+    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    // The delete has nothing to delete: no write, so the spool does not
+    // open the file again before its time and call itself ready.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(spool.unready().is_some(), "a write followed the failed commit");
+    assert_eq!(spool.stats().queued, 0);
 }

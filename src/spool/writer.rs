@@ -106,6 +106,9 @@ struct Writer {
     last_compact_check: Option<Instant>,
     /// Where the next look for expired open rows starts (row id).
     sweep_from: u64,
+    /// Events delivered while the commit that was to store them ran, and
+    /// failed: their deletes, on their way, have nothing to delete.
+    never_stored: Vec<u64>,
 }
 
 impl Writer {
@@ -121,6 +124,7 @@ impl Writer {
             held_when_grown: (0, 0),
             last_compact_check: None,
             sweep_from: 0,
+            never_stored: Vec::new(),
         }
     }
 
@@ -224,6 +228,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if !self.never_stored.is_empty() && !batch.is_empty() {
+                batch.retain_mut(|job| match job {
+                    Job::Write { change, reply: None } => {
+                        forget_never_stored(&mut self.never_stored, change);
+                        !change.is_empty()
+                    }
+                    _ => true,
+                });
+                if batch.is_empty() {
+                    // Nothing left to do: no reason to open a failed file
+                    // again before its time.
+                    continue;
+                }
+            }
             let Some(at) = batch.iter().position(|j| matches!(j, Job::Close { .. })) else {
                 self.round(batch);
                 continue;
@@ -248,6 +266,11 @@ impl Writer {
         if !self.pending.is_empty() {
             self.round(Vec::new());
         }
+    }
+
+    /// Tells sends that went out before their commit that it has ended.
+    fn ended_round(&self) {
+        self.shared.rounds.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// How often expired claims and alerts are looked for.
@@ -349,6 +372,14 @@ impl Writer {
                 undos.push(undo);
             }
         }
+        if undos
+            .iter()
+            .flatten()
+            .any(|u| matches!(u, super::index::Undo::Inserted(_)))
+        {
+            // New events may be sent while their commit runs.
+            self.shared.wake.notify_one();
+        }
         let maintained = self
             .last_expire
             .is_none_or(|t| t.elapsed() >= self.expire_every());
@@ -416,6 +447,7 @@ impl Writer {
         let all: Vec<&Change> = self.pending.iter().chain(changes.iter()).collect();
         if all.iter().all(|c| c.is_empty()) && !durable {
             // Nothing to write (ignored events, duplicates, an idle tick).
+            self.ended_round();
             answer(decided, None);
             if maintained {
                 self.maybe_compact();
@@ -442,6 +474,7 @@ impl Writer {
                     }
                     idx.trim_open();
                 }
+                self.ended_round();
                 self.set_unready(None);
                 answer(decided, None);
                 self.shared.wake.notify_one();
@@ -453,11 +486,22 @@ impl Writer {
             Err(e) => {
                 self.shared.store.close();
                 let reason = e.to_string();
+                let mut sent = 0;
                 {
                     let mut idx = self.shared.lock();
                     for undo in undos.into_iter().rev() {
-                        idx.undo(undo);
+                        idx.undo(undo, &mut sent, &mut self.never_stored);
                     }
+                }
+                self.ended_round();
+                if sent > 0 {
+                    // Their webhooks get 503 like the rest of the round; what
+                    // PagerDuty already has stays, but no open alert is
+                    // remembered for it, so its recovery is not sent.
+                    tracing::warn!(
+                        sent,
+                        "events sent to PagerDuty while their commit ran are not in the spool: the commit failed"
+                    );
                 }
                 // Bookkeeping nobody waits for is written once the file is back.
                 for (change, d) in changes.into_iter().zip(&decided) {
@@ -525,4 +569,21 @@ fn fail(job: Job, reason: &str) {
             let _ = reply.send(Err(err()));
         }
     }
+}
+
+/// Drops from a delivery's change the deletes of events that were never
+/// stored, so that it writes nothing for them (a full disk that failed
+/// their commit would fail this one too, or worse, pass it and report the
+/// spool ready again).
+fn forget_never_stored(never_stored: &mut Vec<u64>, change: &mut Change) {
+    let before = change.delete.len();
+    change.delete.retain(|u| {
+        let Some(at) = never_stored.iter().position(|id| *id == u.id) else {
+            return true;
+        };
+        never_stored.swap_remove(at);
+        false
+    });
+    let dropped = (before - change.delete.len()) as u64;
+    change.counters.delivered = change.counters.delivered.saturating_sub(dropped);
 }

