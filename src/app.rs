@@ -114,6 +114,7 @@ impl App {
             options: config.translate.clone(),
             spool: spool.clone(),
             max_body: config.max_body,
+            body_budget: server::budget::BodyBudget::new(config.body_memory),
             tokens: config.tokens.clone(),
             request_timeout: config.request_timeout,
             ingress: config

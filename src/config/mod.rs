@@ -318,6 +318,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PPB_MAX_BODY", default_value = "1MiB", value_name = "SIZE")]
     pub(crate) max_body: ByteSize,
 
+    /// Most memory all webhook bodies being read and translated may take at once. A body
+    /// reserves four times its Content-Length (or --max-body when it has none: what parsing and
+    /// translating it may cost) before it is read; others wait their turn, within
+    /// --request-timeout. At least --max-body; default 16MiB, or 4 × --max-body if more.
+    #[arg(long, env = "PPB_BODY_MEMORY", value_name = "SIZE")]
+    pub(crate) body_memory: Option<ByteSize>,
+
     /// Most requests in flight to PagerDuty at once.
     #[arg(long, env = "PPB_MAX_IN_FLIGHT", default_value_t = 8, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -16,6 +16,11 @@ use crate::translate;
 /// Largest `--max-body` accepted: a Prefect payload is a few KB, and one
 /// request may hold this much memory.
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// `--body-memory` when not given (or what one `--max-body` body costs in
+/// hand, if more): four bodies of the default largest size at once, or
+/// hundreds of real Prefect payloads.
+const DEFAULT_BODY_MEMORY: u64 = 16 * 1024 * 1024;
 /// Shortest `--request-timeout`: less cannot read a request over a real network.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 /// `--pagerduty-burst` when not given (or the rate's count if lower).
@@ -139,6 +144,8 @@ pub(crate) struct ServeConfig {
     pub(crate) dry_run: bool,
     /// Body limit, bytes.
     pub(crate) max_body: usize,
+    /// Budget for all bodies in hand at once, bytes.
+    pub(crate) body_memory: usize,
     /// Spool file.
     pub(crate) spool: PathBuf,
     /// Most undelivered events held.
@@ -318,6 +325,13 @@ impl ServeConfig {
         if max_body == 0 || max_body > MAX_BODY_LIMIT {
             return Err(invalid("--max-body", "must be from 1 byte to 64MiB"));
         }
+        let body_memory = match args.body_memory {
+            Some(b) if b.0 < max_body => {
+                return Err(invalid("--body-memory", "must be at least --max-body"));
+            }
+            Some(b) => b.0,
+            None => DEFAULT_BODY_MEMORY.max(max_body.saturating_mul(4)),
+        };
         let request_timeout = args.request_timeout.0;
         if request_timeout < MIN_REQUEST_TIMEOUT {
             return Err(invalid("--request-timeout", "must be at least 100ms"));
@@ -388,6 +402,7 @@ impl ServeConfig {
             pagerduty_url,
             dry_run: args.dry_run,
             max_body: usize::try_from(max_body).map_err(|e| invalid("--max-body", e))?,
+            body_memory: usize::try_from(body_memory).map_err(|e| invalid("--body-memory", e))?,
             spool: args.spool.clone(),
             queue_capacity: args.queue_capacity.get(),
             delivery: crate::deliver::Settings {
@@ -445,6 +460,7 @@ mod tests {
     fn defaults_hold() {
         let c = serve(&[]).expect("defaults");
         assert_eq!(c.max_body, 1 << 20);
+        assert_eq!(c.body_memory, 16 << 20);
         assert_eq!(c.delivery.burst, 10);
         assert_eq!(c.delivery.retry_max, Duration::from_secs(300));
         assert_eq!(c.queue_capacity, 1_000_000);
@@ -458,6 +474,8 @@ mod tests {
         assert_eq!(c.delivery.retry_max, Duration::from_secs(600));
         let c = serve(&["--max-body", "500KB"]).expect("KB");
         assert_eq!(c.max_body, 500_000);
+        let c = serve(&["--max-body", "32MiB"]).expect("large bodies");
+        assert_eq!(c.body_memory, 128 << 20);
     }
 
     #[test]
@@ -466,6 +484,7 @@ mod tests {
             (&["--max-body", "0"][..], "--max-body"),
             (&["--max-body", "65MiB"], "--max-body"),
             (&["--max-body", "64k"], "--max-body"),
+            (&["--max-body", "2MiB", "--body-memory", "1MiB"], "--body-memory"),
             (&["--request-timeout", "50ms"], "--request-timeout"),
             (&["--pagerduty-burst", "200"], "--pagerduty-burst"),
             (&["--pagerduty-burst", "0"], "--pagerduty-burst"),

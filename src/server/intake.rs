@@ -54,12 +54,31 @@ where
         .get("x-prefect-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let read = tokio::time::timeout(
-        state.request_timeout,
-        Limited::new(req.into_body(), state.max_body).collect(),
-    );
-    let body = match read.await.map_err(|_| state.timed_out())? {
-        Ok(collected) => collected.to_bytes(),
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body as u64) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: state.max_body,
+        });
+    }
+    // Its size is reserved before a byte of it is read (see `budget`).
+    let want = declared.map_or(state.max_body, |n| n as usize);
+    let read = tokio::time::timeout(state.request_timeout, async {
+        let reserved = state.body_budget.reserve(want).await;
+        (
+            reserved,
+            Limited::new(req.into_body(), state.max_body).collect().await,
+        )
+    });
+    let (mut reserved, collected) = read.await.map_err(|_| state.timed_out())?;
+    let body = match collected {
+        Ok(collected) => {
+            let body = collected.to_bytes();
+            reserved.shrink_to(body.len());
+            body
+        }
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge {
                 limit: state.max_body,
@@ -86,6 +105,9 @@ where
     let format = notification.format;
     let prefect_event = notification.event.clone();
     let t = translate::translate(notification, action, &state.options);
+    // What is kept from here on is the PagerDuty event, itself bounded.
+    drop(body);
+    drop(reserved);
     let event_action = t.event.event_action;
     let severity = t.event.payload.as_ref().map(|p| p.severity);
     let accepted = state.spool.accept(&action.name, &t, event_id.as_deref()).await;

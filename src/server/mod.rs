@@ -5,6 +5,7 @@
 
 mod actions;
 pub(crate) mod auth;
+pub mod budget;
 mod error;
 mod intake;
 mod response;
@@ -78,6 +79,8 @@ pub struct State {
     pub spool: Spool,
     /// Body limit in bytes.
     pub max_body: usize,
+    /// Memory for all bodies in hand at once.
+    pub body_budget: budget::BodyBudget,
     /// Webhook and API tokens.
     pub tokens: Tokens,
     /// Whole-request time limit.

@@ -88,6 +88,7 @@ async fn every_route_answers_every_caller_as_its_access_says() {
         options: crate::translate::Options::default(),
         spool,
         max_body: 1 << 20,
+        body_budget: super::budget::BodyBudget::new(4 << 20),
         tokens: Tokens {
             webhook: vec![Rotating::fixed(Secret::new(WEBHOOK))],
             api: vec![

@@ -350,3 +350,67 @@ async fn the_double_rejects_what_pagerduty_rejects() {
         assert!(!answer["errors"].as_array().expect("errors").is_empty(), "{what}");
     }
 }
+
+/// `--body-memory` holds one largest body here: a second webhook is not
+/// read while the first one's bytes are still coming, and is answered as
+/// soon as they have come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_waits_its_turn_for_the_body_memory_and_is_then_taken() {
+    use std::io::{Read as _, Write as _};
+    let double = Double::start().await;
+    let b = serve_oncall(&double, &["--max-body", "1MB", "--body-memory", "1MB"]);
+    // A real event padded with spaces (still JSON) to 1,000,000 bytes, all
+    // of the budget, sent in two halves.
+    let mut large: Value = serde_json::from_slice(&capture("failed_event_tojson")).expect("json");
+    large["id"] = json!("large-body-event");
+    large["resource"]["prefect.resource.id"] = json!("prefect.flow-run.large");
+    let mut large = large.to_string().into_bytes();
+    large.resize(1_000_000, b' ');
+    let mut slow = std::net::TcpStream::connect(b.addr).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        slow,
+        "POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        large.len()
+    )
+    .expect("head");
+    slow.write_all(&large[..500_000]).expect("first half");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let small = tokio::spawn({
+        let url = b.intake("oncall");
+        async move { post(&url, capture("failed_event_tojson")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !small.is_finished(),
+        "read while the large body held all of --body-memory"
+    );
+
+    slow.write_all(&large[500_000..]).expect("second half");
+    let mut answer = vec![0; 4096];
+    let n = slow.read(&mut answer).expect("answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), small)
+        .await
+        .expect("answered once the large body was done")
+        .expect("join");
+    assert_eq!(status, 202, "{body}");
+    double
+        .wait_until(Duration::from_secs(10), "both events", |r| r.len() >= 2)
+        .await;
+
+    // A body that says it is larger than --max-body is refused before it
+    // is read, and reserves nothing.
+    let mut s = std::net::TcpStream::connect(b.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        .expect("head");
+    let mut answer = vec![0; 4096];
+    let n = s.read(&mut answer).expect("answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+}
