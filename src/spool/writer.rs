@@ -6,8 +6,9 @@
 //! share one fsync), decides them one after another under the index lock
 //! (recording how to undo each), commits them in one transaction, and then
 //! either marks them done or undoes them. Delivery may send a new event
-//! while its commit runs; its webhook is answered only after. Requests only wait for the answer:
-//! a client that hangs up, or a request that times out, changes nothing.
+//! while its commit runs; its webhook is answered only after. Requests
+//! only wait for the answer: a client that hangs up, or a request that
+//! times out, changes nothing.
 //!
 //! After a failed commit redb refuses every write until the file is opened
 //! again. The writer closes it, answers `Unavailable` (webhooks get 503,
