@@ -136,6 +136,7 @@ pub(crate) struct Metrics {
     reconcile_last_success: Gauge,
     reconcile_recovered: Counter,
     reconcile_failures: Counter,
+    body_waits: Counter,
 }
 
 /// Seconds, from 1 ms to about 2 min, doubling: a commit takes milliseconds,
@@ -171,6 +172,7 @@ impl Metrics {
         let oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let (reconcile_enabled, reconcile_last_success) = (Gauge::default(), Gauge::default());
         let (reconcile_recovered, reconcile_failures) = (Counter::default(), Counter::default());
+        let body_waits = Counter::default();
         registry.register(
             "webhooks_received",
             "Prefect webhooks for a configured action, by what became of them",
@@ -249,6 +251,11 @@ impl Metrics {
             reconcile_failures.clone(),
         );
         registry.register(
+            "webhook_body_waits",
+            "Webhooks whose body waited for room in --body-memory before it was read",
+            body_waits.clone(),
+        );
+        registry.register(
             "build",
             "The bridge's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -272,7 +279,13 @@ impl Metrics {
             reconcile_last_success,
             reconcile_recovered,
             reconcile_failures,
+            body_waits,
         }
+    }
+
+    /// A webhook's body waited for room in `--body-memory`.
+    pub(crate) fn body_waited(&self) {
+        self.body_waits.inc();
     }
 
     /// Reconciliation is on.

@@ -42,10 +42,14 @@ impl BodyBudget {
     }
 
     /// Waits until what a body of `bytes` costs (at most the whole budget)
-    /// is free, and takes it.
-    pub(crate) async fn reserve(&self, bytes: usize) -> Reserved {
+    /// is free, and takes it; `waited` runs first if it is not free now.
+    pub(crate) async fn reserve(&self, bytes: usize, waited: impl FnOnce()) -> Reserved {
         let cost = bytes.saturating_mul(COST_PER_BYTE);
         let n = u32::try_from(cost.clamp(1, self.total)).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.bytes.clone().try_acquire_many_owned(n) {
+            return Reserved(Some(permit));
+        }
+        waited();
         // The semaphore is never closed, so this is always a permit.
         Reserved(self.bytes.clone().acquire_many_owned(n).await.ok())
     }
@@ -76,19 +80,26 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_does_not_fit_waits_until_one_is_done() {
         let budget = BodyBudget::new(1000);
-        let first = budget.reserve(150).await;
+        let waits = std::cell::Cell::new(0);
+        let first = budget.reserve(150, || waits.set(waits.get() + 1)).await;
         assert_eq!(budget.available(), 1000 - 150 * COST_PER_BYTE);
-        let second = tokio::time::timeout(Duration::from_millis(50), budget.reserve(150)).await;
+        assert_eq!(waits.get(), 0);
+        let second = tokio::time::timeout(
+            Duration::from_millis(50),
+            budget.reserve(150, || waits.set(waits.get() + 1)),
+        )
+        .await;
         assert!(second.is_err(), "two bodies of 150 bytes fit in 1000");
+        assert_eq!(waits.get(), 1);
         drop(first);
-        let second = tokio::time::timeout(Duration::from_millis(500), budget.reserve(150)).await;
+        let second = tokio::time::timeout(Duration::from_millis(500), budget.reserve(150, || {})).await;
         assert!(second.is_ok());
     }
 
     #[tokio::test]
     async fn what_a_body_did_not_need_is_given_back_at_once() {
         let budget = BodyBudget::new(1000);
-        let mut r = budget.reserve(1000).await;
+        let mut r = budget.reserve(1000, || {}).await;
         assert_eq!(budget.available(), 0);
         r.shrink_to(100);
         assert_eq!(budget.available(), 1000 - 100 * COST_PER_BYTE);
@@ -99,7 +110,7 @@ mod tests {
     #[tokio::test]
     async fn more_than_the_whole_budget_takes_the_whole_budget() {
         let budget = BodyBudget::new(1000);
-        let r = budget.reserve(5000).await;
+        let r = budget.reserve(5000, || {}).await;
         assert_eq!(budget.available(), 0);
         drop(r);
         assert_eq!(budget.available(), 1000);

@@ -66,7 +66,10 @@ where
     // Its size is reserved before a byte of it is read (see `budget`).
     let want = declared.map_or(state.max_body, |n| n as usize);
     let read = tokio::time::timeout(state.request_timeout, async {
-        let reserved = state.body_budget.reserve(want).await;
+        let reserved = state
+            .body_budget
+            .reserve(want, || state.metrics.body_waited())
+            .await;
         (
             reserved,
             Limited::new(req.into_body(), state.max_body).collect().await,
