@@ -153,8 +153,9 @@ impl Unqueued<'_> {
 /// How to take back one step of a decision whose commit failed.
 #[derive(Debug)]
 pub(super) enum Undo {
-    /// A new queued entry: remove it (on success: mark it committed).
-    Inserted(u64),
+    /// A new queued entry, and whether it is a trigger: remove it (on
+    /// success: mark it committed).
+    Inserted(u64, bool),
     /// A superseded entry held back: release it (on success: remove it).
     Held(u64),
     /// An open alert as it was, and whether its trigger was in flight then
@@ -380,8 +381,9 @@ impl Index {
     fn enqueue(&mut self, id: u64, entry: Entry, change: &mut Change, undo: &mut Vec<Undo>) {
         let in_memory = self.per_key.get(&entry.key).copied().unwrap_or(0);
         if !self.rest.contains_key(&entry.key) && in_memory < WINDOW {
+            let trigger = entry.action == EventAction::Trigger;
             self.insert(id, entry);
-            undo.push(Undo::Inserted(id));
+            undo.push(Undo::Inserted(id, trigger));
             return;
         }
         change.by_alert.push(id);
@@ -725,7 +727,7 @@ impl Index {
     pub(super) fn commit(&mut self, undo: &[Undo]) {
         for step in undo {
             match step {
-                Undo::Inserted(id) => {
+                Undo::Inserted(id, _) => {
                     if let Some(e) = self.queued.get_mut(id) {
                         e.committed = true;
                     }
@@ -746,17 +748,31 @@ impl Index {
     /// Adds to `sent` its new events that were sent, or being sent, while
     /// the commit ran (PagerDuty may have them), and to `settled` those of
     /// them already delivered.
-    pub(super) fn undo(&mut self, undo: Vec<Undo>, sent: &mut usize, settled: &mut Vec<u64>) {
+    ///
+    /// A new alert whose trigger was sent stays open, so that its recovery
+    /// still resolves what PagerDuty may have opened; returns whether that
+    /// happened, and the decision's open row must then be written once the
+    /// file takes writes again.
+    #[must_use]
+    pub(super) fn undo(&mut self, undo: Vec<Undo>, sent: &mut usize, settled: &mut Vec<u64>) -> bool {
+        let mut trigger_sent = false;
+        let mut kept_open = false;
         for step in undo.into_iter().rev() {
             match step {
-                Undo::Inserted(id) => match self.remove(id) {
-                    None => {
+                Undo::Inserted(id, trigger) => {
+                    let was_sent = match self.remove(id) {
+                        None => {
+                            settled.push(id);
+                            true
+                        }
+                        Some(e) => e.in_flight,
+                    };
+                    if was_sent {
                         *sent += 1;
-                        settled.push(id);
+                        trigger_sent |= trigger;
                     }
-                    Some(e) if e.in_flight => *sent += 1,
-                    Some(_) => {}
-                },
+                }
+                Undo::Open(_, None, _) if trigger_sent => kept_open = true,
                 Undo::Held(id) => {
                     if let Some(e) = self.queued.get_mut(&id) {
                         e.held = false;
@@ -801,6 +817,7 @@ impl Index {
                 Undo::Claim(c) => self.seen.remove(c),
             }
         }
+        kept_open
     }
 
     /// A routing key's sends succeed again: every event of it waiting is due

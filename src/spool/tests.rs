@@ -951,3 +951,38 @@ async fn an_event_delivered_before_its_commit_fails_writes_nothing_more() {
     assert!(spool.unready().is_some(), "a write followed the failed commit");
     assert_eq!(spool.stats().queued, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_alert_whose_trigger_went_out_before_its_commit_failed_stays_open_for_its_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.redb");
+    {
+        let (spool, store) = gated_spool(&path).await;
+        let (began, verdict) = store.arm();
+        let accepting = tokio::spawn({
+            let spool = spool.clone();
+            async move { spool.accept("a", &run_event(7, "FAILED", "Failed"), None).await }
+        });
+        started(began).await;
+        let sent = spool.take_due(10, |_| Admit::Go).0;
+        assert_eq!(sent.len(), 1);
+        spool.delivered(&sent[0]);
+        verdict.send(false).expect("verdict");
+        let r = accepting.await.expect("join");
+        assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+        assert_eq!(spool.stats().open_alerts, 1, "PagerDuty has the trigger");
+        // The file takes writes again: the open alert is written first.
+        spool.flush().await.expect("flush");
+        assert!(spool.unready().is_none());
+    }
+    let spool = reopen(&path);
+    assert_eq!(spool.stats().open_alerts, 1);
+    assert_eq!(spool.stats().queued, 0, "the trigger itself was never stored");
+    let r = spool
+        .accept("a", &run_event(7, "COMPLETED", "Completed"), None)
+        .await;
+    assert!(
+        matches!(r, Ok(Accepted::Queued { .. })),
+        "the recovery is sent: {r:?}"
+    );
+}

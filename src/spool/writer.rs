@@ -377,7 +377,7 @@ impl Writer {
         if undos
             .iter()
             .flatten()
-            .any(|u| matches!(u, super::index::Undo::Inserted(_)))
+            .any(|u| matches!(u, super::index::Undo::Inserted(..)))
         {
             // New events may be sent while their commit runs.
             self.shared.wake.notify_one();
@@ -489,17 +489,28 @@ impl Writer {
                 self.shared.store.close();
                 let reason = e.to_string();
                 let mut sent = 0;
+                let mut kept_open = Vec::new();
                 {
                     let mut idx = self.shared.lock();
-                    for undo in undos.into_iter().rev() {
-                        idx.undo(undo, &mut sent, &mut self.never_stored);
+                    for (i, undo) in undos.into_iter().enumerate().rev() {
+                        if idx.undo(undo, &mut sent, &mut self.never_stored) {
+                            kept_open.extend(changes[i].open_put.iter().cloned());
+                        }
                     }
+                }
+                if !kept_open.is_empty() {
+                    // Written first once the file is back, like other
+                    // bookkeeping the failure held back.
+                    self.pending.push(Change {
+                        open_put: kept_open,
+                        ..Change::durable()
+                    });
                 }
                 self.ended_round();
                 if sent > 0 {
                     // Their webhooks get 503 like the rest of the round; what
-                    // PagerDuty already has stays, but no open alert is
-                    // remembered for it, so its recovery is not sent.
+                    // PagerDuty already has stays, and a new alert whose
+                    // trigger went out stays open for its recovery.
                     tracing::warn!(
                         sent,
                         "events sent to PagerDuty while their commit ran are not in the spool: the commit failed"
