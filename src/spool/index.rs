@@ -749,10 +749,11 @@ impl Index {
     /// the commit ran (PagerDuty may have them), and to `settled` those of
     /// them already delivered.
     ///
-    /// A new alert whose trigger was sent stays open, so that its recovery
-    /// still resolves what PagerDuty may have opened; returns whether that
-    /// happened, and the decision's open row must then be written once the
-    /// file takes writes again.
+    /// A new alert whose trigger was sent stays open, counted as seen by
+    /// PagerDuty (the send may still be under way, and its entry is gone),
+    /// so that its recovery still resolves what PagerDuty may have opened;
+    /// returns whether that happened, and the decision's open row must then
+    /// be written once the file takes writes again.
     #[must_use]
     pub(super) fn undo(&mut self, undo: Vec<Undo>, sent: &mut usize, settled: &mut Vec<u64>) -> bool {
         let mut trigger_sent = false;
@@ -772,7 +773,12 @@ impl Index {
                         trigger_sent |= trigger;
                     }
                 }
-                Undo::Open(_, None, _) if trigger_sent => kept_open = true,
+                Undo::Open(k, None, _) if trigger_sent => {
+                    if let Some(open) = self.open.get_mut(&k) {
+                        open.alert = open.alert.delivered();
+                    }
+                    kept_open = true;
+                }
                 Undo::Held(id) => {
                     if let Some(e) = self.queued.get_mut(&id) {
                         e.held = false;

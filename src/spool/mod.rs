@@ -762,21 +762,9 @@ impl Spool {
 
     /// The sink took an event: it is gone, and its alert is known to the sink.
     pub(crate) fn delivered(&self, due: &Due) {
-        let mut change = Change::default();
         let mut idx = self.lock();
         idx.in_flight = idx.in_flight.saturating_sub(1);
         idx.counters.delivered += 1;
-        if idx.remove(due.id).is_none() {
-            // Sent while the commit that was to store it ran, and that
-            // commit failed: the store has nothing of it to delete.
-            return;
-        }
-        change.delete.push(crate::store::Unqueue {
-            id: due.id,
-            alert: due.alert.digest(),
-            routing_key: due.key.clone(),
-        });
-        change.counters.delivered += 1;
         // In memory only: on restart every open alert that is not
         // dead-lettered counts as delivered (see `Open::restored`), so the
         // row need not change.
@@ -785,8 +773,20 @@ impl Spool {
         {
             open.alert = open.alert.delivered();
         }
+        // Gone when it was sent while the commit that was to store it ran,
+        // and that commit failed: the store has nothing of it to delete.
+        let stored = idx.remove(due.id).is_some();
         drop(idx);
-        self.submit(change);
+        if stored {
+            let mut change = Change::default();
+            change.delete.push(crate::store::Unqueue {
+                id: due.id,
+                alert: due.alert.digest(),
+                routing_key: due.key.clone(),
+            });
+            change.counters.delivered += 1;
+            self.submit(change);
+        }
         self.shared().wake.notify_one();
     }
 

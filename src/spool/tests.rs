@@ -859,19 +859,40 @@ async fn started(rx: std::sync::mpsc::Receiver<()>) {
         .expect("the commit never started");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_goes_out_while_its_commit_runs_and_its_webhook_waits_for_the_commit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+/// A webhook's event accepted on a [`Gated`] spool whose commit is held:
+/// the webhook waiting for its answer, the verdict that ends the commit,
+/// and the event, taken for sending while the commit runs.
+struct HeldAccept {
+    answer: tokio::task::JoinHandle<Result<Accepted, AcceptError>>,
+    verdict: std::sync::mpsc::Sender<bool>,
+    due: Due,
+}
+
+async fn accept_held(spool: &Spool, store: &Gated, t: Translation) -> HeldAccept {
     let (began, verdict) = store.arm();
-    let accepting = tokio::spawn({
+    let answer = tokio::spawn({
         let spool = spool.clone();
-        async move { spool.accept("a", &translated("FAILED", "Failed"), None).await }
+        async move { spool.accept("a", &t, None).await }
     });
     started(began).await;
     let mut due = spool.take_due(10, |_| Admit::Go).0;
     assert_eq!(due.len(), 1, "the event may go while its commit runs");
-    let due = due.remove(0);
+    HeldAccept {
+        answer,
+        verdict,
+        due: due.remove(0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_goes_out_while_its_commit_runs_and_its_webhook_waits_for_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+    let HeldAccept {
+        answer: accepting,
+        verdict,
+        due,
+    } = accept_held(&spool, &store, translated("FAILED", "Failed")).await;
     assert!(due.wire.is_some());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!accepting.is_finished(), "answered before the commit ended");
@@ -900,27 +921,20 @@ async fn an_event_goes_out_while_its_commit_runs_and_its_webhook_waits_for_the_c
 async fn a_failed_commit_after_its_event_went_out_answers_503_and_its_id_is_never_reused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
-    let (began, verdict) = store.arm();
-    let accepting = tokio::spawn({
-        let spool = spool.clone();
-        async move { spool.accept("a", &run_event(1, "FAILED", "Failed"), None).await }
-    });
-    started(began).await;
-    let sent = spool.take_due(10, |_| Admit::Go).0;
-    assert_eq!(sent.len(), 1);
-    verdict.send(false).expect("verdict");
-    let r = accepting.await.expect("join");
+    let held = accept_held(&spool, &store, run_event(1, "FAILED", "Failed")).await;
+    held.verdict.send(false).expect("verdict");
+    let r = held.answer.await.expect("join");
     assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
     // Its send failed, say: there is no record to retry.
-    assert_eq!(spool.record(&sent[0]).await.expect("read").map(|r| r.id), None);
+    assert_eq!(spool.record(&held.due).await.expect("read").map(|r| r.id), None);
     // The file is back for the next event, which gets an id of its own.
     let r = spool.accept("a", &run_event(2, "FAILED", "Failed"), None).await;
     let Ok(Accepted::Queued { id }) = r else {
         panic!("{r:?}");
     };
-    assert_ne!(id, sent[0].id);
+    assert_ne!(id, held.due.id);
     // The first send's late success does not touch the second event.
-    spool.delivered(&sent[0]);
+    spool.delivered(&held.due);
     spool.flush().await.expect("flush");
     assert_eq!(spool.stats().queued, 1);
     let due = spool.take_due(10, |_| Admit::Go).0;
@@ -932,18 +946,11 @@ async fn a_failed_commit_after_its_event_went_out_answers_503_and_its_id_is_neve
 async fn an_event_delivered_before_its_commit_fails_writes_nothing_more() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
-    let (began, verdict) = store.arm();
-    let accepting = tokio::spawn({
-        let spool = spool.clone();
-        async move { spool.accept("a", &run_event(1, "FAILED", "Failed"), None).await }
-    });
-    started(began).await;
-    let sent = spool.take_due(10, |_| Admit::Go).0;
-    assert_eq!(sent.len(), 1);
+    let held = accept_held(&spool, &store, run_event(1, "FAILED", "Failed")).await;
     // PagerDuty took it while the commit ran; its delete is on its way.
-    spool.delivered(&sent[0]);
-    verdict.send(false).expect("verdict");
-    let r = accepting.await.expect("join");
+    spool.delivered(&held.due);
+    held.verdict.send(false).expect("verdict");
+    let r = held.answer.await.expect("join");
     assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
     // The delete has nothing to delete: no write, so the spool does not
     // open the file again before its time and call itself ready.
@@ -952,24 +959,24 @@ async fn an_event_delivered_before_its_commit_fails_writes_nothing_more() {
     assert_eq!(spool.stats().queued, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_alert_whose_trigger_went_out_before_its_commit_failed_stays_open_for_its_recovery() {
+/// A trigger of a new alert goes out while its commit runs, PagerDuty
+/// answers it before or after that commit fails, and the run recovers:
+/// the alert stayed open (also across a restart), so the resolve is sent.
+async fn trigger_sent_then_commit_failed_then_recovery(answered_before_the_failure: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.redb");
     {
         let (spool, store) = gated_spool(&path).await;
-        let (began, verdict) = store.arm();
-        let accepting = tokio::spawn({
-            let spool = spool.clone();
-            async move { spool.accept("a", &run_event(7, "FAILED", "Failed"), None).await }
-        });
-        started(began).await;
-        let sent = spool.take_due(10, |_| Admit::Go).0;
-        assert_eq!(sent.len(), 1);
-        spool.delivered(&sent[0]);
-        verdict.send(false).expect("verdict");
-        let r = accepting.await.expect("join");
+        let held = accept_held(&spool, &store, run_event(7, "FAILED", "Failed")).await;
+        if answered_before_the_failure {
+            spool.delivered(&held.due);
+        }
+        held.verdict.send(false).expect("verdict");
+        let r = held.answer.await.expect("join");
         assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+        if !answered_before_the_failure {
+            spool.delivered(&held.due);
+        }
         assert_eq!(spool.stats().open_alerts, 1, "PagerDuty has the trigger");
         // The file takes writes again: the open alert is written first.
         spool.flush().await.expect("flush");
@@ -980,6 +987,35 @@ async fn a_new_alert_whose_trigger_went_out_before_its_commit_failed_stays_open_
     assert_eq!(spool.stats().queued, 0, "the trigger itself was never stored");
     let r = spool
         .accept("a", &run_event(7, "COMPLETED", "Completed"), None)
+        .await;
+    assert!(
+        matches!(r, Ok(Accepted::Queued { .. })),
+        "the recovery is sent: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_alert_whose_trigger_went_out_before_its_commit_failed_stays_open_for_its_recovery() {
+    trigger_sent_then_commit_failed_then_recovery(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_still_in_flight_when_its_commit_failed_keeps_its_alert_open_for_its_recovery() {
+    trigger_sent_then_commit_failed_then_recovery(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_while_the_trigger_is_still_in_flight_after_its_commit_failed_is_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
+    let held = accept_held(&spool, &store, run_event(8, "FAILED", "Failed")).await;
+    held.verdict.send(false).expect("verdict");
+    let r = held.answer.await.expect("join");
+    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    // No answer from PagerDuty yet: the trigger may reach it, so its
+    // recovery must not be dropped as moot.
+    let r = spool
+        .accept("a", &run_event(8, "COMPLETED", "Completed"), None)
         .await;
     assert!(
         matches!(r, Ok(Accepted::Queued { .. })),
