@@ -330,7 +330,9 @@ impl ServeConfig {
                 return Err(invalid("--body-memory", "must be at least --max-body"));
             }
             Some(b) => b.0,
-            None => DEFAULT_BODY_MEMORY.max(max_body.saturating_mul(4)),
+            None => {
+                DEFAULT_BODY_MEMORY.max(max_body.saturating_mul(crate::server::budget::COST_PER_BYTE as u64))
+            }
         };
         let request_timeout = args.request_timeout.0;
         if request_timeout < MIN_REQUEST_TIMEOUT {

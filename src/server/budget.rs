@@ -3,9 +3,9 @@
 //! Without it, what the bridge holds for bodies is bounded only by
 //! `--max-connections` × `--max-body` (1 GiB by default), so a burst of
 //! large payloads could get a sidecar with a memory limit killed, and every
-//! event in flight with it. A body reserves its size before it is read; one
-//! that does not fit waits, in arrival order, while its bytes stay in the
-//! kernel's socket buffer. Reserving the whole size at once (not chunk by
+//! event in flight with it. A body reserves what it will cost before it is
+//! read; one that does not fit waits, in arrival order, while its bytes stay
+//! in the kernel's socket buffer. Reserving the whole size at once (not chunk by
 //! chunk) means no two bodies can each hold half of what both need.
 //!
 //! A body costs more than its bytes while it is in hand: the JSON tree it

@@ -422,13 +422,12 @@ impl Index {
     }
 
     /// Queues an entry read back from the store (at start, or from the
-    /// rest), due `now`. It was never tried in this run (an event leaves
+    /// rest), `due` now. It was never tried in this run (an event leaves
     /// memory only once settled), so a back-off it stored was learned by an
     /// earlier run about a PagerDuty that may have recovered since; this
     /// run's pacing and outage probe keep a still-failing PagerDuty from
     /// being flooded, one send per routing key until one succeeds.
-    pub(super) fn restore(&mut self, r: &Queued, now: Instant) {
-        let due = now;
+    pub(super) fn restore(&mut self, r: &Queued, due: Instant) {
         let key = self.intern(&r.routing_key);
         let action_name = self.intern(&r.action);
         let alert = self.alert_id(&key, &r.dedup_key);

@@ -645,9 +645,10 @@ impl Spool {
     /// and `admit` lets its routing key go. It need not be committed yet:
     /// the writer decides a round of events and then commits them, and a
     /// send overlapping that fsync takes the disk's latency out of the
-    /// time to a page. Its webhook still gets 202 only once it is durable. The pass stops
-    /// early once every routing key with queued events is blocked, so a long
-    /// backlog held back by a rate limit costs little per pass.
+    /// time to a page. Its webhook still gets 202 only once it is durable.
+    /// The pass stops early once every routing key with queued events is
+    /// blocked, so a long backlog held back by a rate limit costs little
+    /// per pass.
     pub(crate) fn take_due(
         &self,
         max_in_flight: usize,

@@ -73,14 +73,7 @@ async fn post_and_reset(addr: SocketAddr, body: &[u8], after: Duration) {
 
 /// The `ready` gauge of `/metrics`.
 async fn ready_gauge(b: &Bridge) -> Option<f64> {
-    let text = client()
-        .get(format!("{}/metrics", b.url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::support::get_text(&format!("{}/metrics", b.url())).await;
     text.lines()
         .find_map(|l| l.strip_prefix("prefect_pagerduty_bridge_ready "))
         .and_then(|v| v.trim().parse().ok())

@@ -401,14 +401,7 @@ async fn a_body_waits_its_turn_for_the_body_memory_and_is_then_taken() {
     double
         .wait_until(Duration::from_secs(10), "both events", |r| r.len() >= 2)
         .await;
-    let metrics = client()
-        .get(format!("{}/metrics", b.url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::support::get_text(&format!("{}/metrics", b.url())).await;
     assert!(
         metrics.contains("prefect_pagerduty_bridge_webhook_body_waits_total 1\n"),
         "the small webhook's wait is counted, the large one's reservation is not: {metrics}"

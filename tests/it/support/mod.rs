@@ -132,3 +132,15 @@ pub async fn get_json(url: &str) -> Value {
 pub async fn get_status(url: &str) -> u16 {
     client().get(url).send().await.expect("get").status().as_u16()
 }
+
+/// GETs `url` and returns the answer's text (`/metrics`, say).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}
