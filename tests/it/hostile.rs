@@ -2,8 +2,6 @@
 //! fail-open page, or a 4xx with a JSON error naming the problem), never a
 //! 5xx, a hang or a crash, and the process stays healthy and bounded after.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -117,14 +115,7 @@ async fn hostile_inputs_get_defined_outcomes_and_the_bridge_survives() {
         }
     }
     // Requests the intake never parses.
-    let raw = |req: &[u8]| {
-        let mut s = TcpStream::connect(b.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        s.write_all(req).expect("write");
-        let mut buf = vec![0; 8192];
-        let n = s.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).to_string()
-    };
+    let raw = |req: &[u8]| crate::support::raw_exchange(b.addr, req);
     let huge_header = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "h".repeat(200_000)

@@ -409,13 +409,10 @@ async fn a_body_waits_its_turn_for_the_body_memory_and_is_then_taken() {
 
     // A body that says it is larger than --max-body is refused before it
     // is read, and reserves nothing.
-    let mut s = std::net::TcpStream::connect(b.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    s.write_all(b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
-        .expect("head");
-    let mut answer = vec![0; 4096];
-    let n = s.read(&mut answer).expect("answer");
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = crate::support::raw_exchange(
+        b.addr,
+        b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
 }

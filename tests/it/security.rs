@@ -1,7 +1,6 @@
 //! Safe to expose: TLS, webhook tokens, API roles, secure defaults, bounded
 //! requests. Each test fails if its protection is removed.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -445,31 +444,20 @@ async fn slow_requests_time_out_and_slow_headers_are_cut() {
     let double = Double::start().await;
     let b = serve_oncall(&double, &["--request-timeout", "1s"]);
     // A body that never finishes: 408.
-    let mut s = TcpStream::connect(b.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    s.write_all(b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"event\":")
-        .expect("write");
-    let mut buf = vec![0; 4096];
-    let n = s.read(&mut buf).expect("read");
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let text = crate::support::raw_exchange(
+        b.addr,
+        b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"event\":",
+    );
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
     // Headers that never finish: the connection is closed.
-    let mut s = TcpStream::connect(b.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    s.write_all(b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\n")
-        .expect("write");
     let started = std::time::Instant::now();
-    let n = s.read(&mut buf).unwrap_or(0);
+    let text = crate::support::raw_exchange(b.addr, b"POST /v1/prefect/oncall HTTP/1.1\r\nHost: x\r\n");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "slow headers held the connection"
     );
-    assert!(
-        n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    assert!(text.is_empty() || text.contains("408"), "{text}");
     assert!(double.received().is_empty());
 }
 

@@ -144,3 +144,17 @@ pub async fn get_text(url: &str) -> String {
         .await
         .expect("text")
 }
+
+/// Writes `request` as raw bytes on a new connection to `addr` and returns
+/// what the first read answers (empty when the server closed without a
+/// word), for requests no HTTP client would send. Waits at most 5 s.
+pub fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = vec![0; 8192];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
