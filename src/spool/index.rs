@@ -757,6 +757,9 @@ impl Index {
     pub(super) fn undo(&mut self, undo: Vec<Undo>, sent: &mut usize, settled: &mut Vec<u64>) -> bool {
         let mut trigger_sent = false;
         let mut kept_open = false;
+        // In reverse: a decision opens its alert before it queues the
+        // trigger, so the trigger's step, which tells whether it was sent,
+        // comes before the alert's.
         for step in undo.into_iter().rev() {
             match step {
                 Undo::Inserted(id, trigger) => {
