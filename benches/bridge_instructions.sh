@@ -19,36 +19,9 @@
 #   BRIDGE_INSTR_RUNS=3 repeats each count and reports the median slope;
 #   BRIDGE_INSTR_KEEP=FILE keeps the last callgrind profile (for
 #   callgrind_annotate --inclusive=yes FILE).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=${1:-}
-if [ -z "$bin" ]; then
-    cargo build --release --quiet
-    bin=target/release/prefect-pagerduty-bridge
-fi
-cargo build --release --quiet --example pagerduty-double
-double_bin=target/release/examples/pagerduty-double
+source "$(dirname "$0")/lib.sh"
 runs=${BRIDGE_INSTR_RUNS:-1}
 conc=${BRIDGE_INSTR_CONC:-32}
-out=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$out"
-}
-trap cleanup EXIT
-
-"$double_bin" 127.0.0.1:0 >"$out/double.out" &
-pids+=($!)
-for _ in $(seq 100); do
-    grep -q '^listening' "$out/double.out" 2>/dev/null && break
-    sleep 0.05
-done
-double_addr=$(sed -n 's/^listening //p' "$out/double.out" | head -1)
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # count N: instructions the bridge ran to start, take N events, deliver
 # them all and stop.
@@ -57,10 +30,7 @@ count() {
     port=$(free_port)
     dir=$(mktemp -d -p "$out")
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg" "$bin" serve \
-        --listen "127.0.0.1:$port" --spool "$dir/spool.redb" \
-        --pagerduty-url "http://$double_addr" \
-        --action bench=R0UTINGKEYAAAAAAAAAAAAAAAAAAAAAA \
-        --pagerduty-rate 1000000/s --pagerduty-burst 100000 --max-in-flight 64 \
+        --listen "127.0.0.1:$port" --spool "$dir/spool.redb" "${bench_flags[@]}" \
         --log-format json >"$dir/log" 2>"$dir/valgrind" &
     pid=$!
     pids+=("$pid")

@@ -12,25 +12,10 @@
 # Usage: benches/wrk.sh [bridge binary]
 #   (default: this tree's, built with `cargo build --release`)
 #   WRK_SECS (default 10), WRK_CONC (default 128), WRK_THREADS (default 2).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-bin=${1:-}
-if [ -z "$bin" ]; then
-    cargo build --release --quiet
-    bin=target/release/prefect-pagerduty-bridge
-fi
-cargo build --release --quiet --example pagerduty-double
-double_bin=target/release/examples/pagerduty-double
+source "$(dirname "$0")/lib.sh"
 secs=${WRK_SECS:-10}
 conc=${WRK_CONC:-128}
 threads=${WRK_THREADS:-2}
-out=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$out"
-}
-trap cleanup EXIT
 
 # The request script: the capture split around its two ids, which each
 # request fills with its thread and sequence number.
@@ -55,19 +40,8 @@ end
 """)
 PY
 
-"$double_bin" 127.0.0.1:0 >"$out/double.out" &
-double_pid=$!
-pids+=("$double_pid")
-for _ in $(seq 100); do
-    grep -q '^listening' "$out/double.out" 2>/dev/null && break
-    sleep 0.05
-done
-double_addr=$(sed -n 's/^listening //p' "$out/double.out" | head -1)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --listen "127.0.0.1:$port" --spool "$out/spool.redb" \
-    --pagerduty-url "http://$double_addr" \
-    --action bench=R0UTINGKEYAAAAAAAAAAAAAAAAAAAAAA \
-    --pagerduty-rate 1000000/s --pagerduty-burst 100000 --max-in-flight 64 >"$out/bridge.log" 2>&1 &
+port=$(free_port)
+"$bin" serve --listen "127.0.0.1:$port" --spool "$out/spool.redb" "${bench_flags[@]}" >"$out/bridge.log" 2>&1 &
 bridge_pid=$!
 pids+=("$bridge_pid")
 for _ in $(seq 100); do
