@@ -28,6 +28,7 @@
 pub mod actions;
 pub(crate) mod alerts;
 pub(crate) mod app;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod config;
 pub(crate) mod dedup;

@@ -196,11 +196,6 @@ fn select(
     })
 }
 
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(now_ms()) % 10_000) as f64 / 10_000.0
-}
-
 async fn send<S: Sink>(
     spool: &Spool,
     sink: &S,
@@ -294,7 +289,7 @@ async fn send<S: Sink>(
             key,
             settings,
             Instant::now(),
-            jitter(),
+            crate::backoff::jitter(),
         )
     };
     settle(spool, &due, record, step, &routing_key, status, sink.name());

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::backoff;
+
 use super::Settings;
 use super::pacing::{KeyState, later};
 use crate::sink::Delivery;
@@ -40,14 +42,6 @@ pub(crate) enum Step {
         /// What to record.
         error: String,
     },
-}
-
-/// Delay before retry number `attempt` (1-based): `initial · 2^(attempt-1)`,
-/// capped at `max`, with jitter in `[0, 1]` keeping it within `[d/2, d]`.
-pub(crate) fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
-    let d = exp.min(max);
-    d.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 /// A configured rate in events per second.
@@ -123,21 +117,6 @@ mod tests {
 
     fn settings() -> Settings {
         Settings::default()
-    }
-
-    #[test]
-    fn backoff_doubles_within_its_bounds() {
-        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
-        for attempt in 1..40 {
-            for j in [0.0, 0.5, 1.0] {
-                let d = backoff(attempt, initial, max, j);
-                let full = initial.saturating_mul(1 << (attempt - 1).min(30)).min(max);
-                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} vs {full:?}");
-            }
-        }
-        assert_eq!(backoff(1, initial, max, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(4, initial, max, 1.0), Duration::from_secs(8));
-        assert_eq!(backoff(30, initial, max, 1.0), max);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub(crate) mod lookup;
 pub(crate) mod reconcile;
 pub(crate) mod setup;
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,6 +21,18 @@ const PAGE: usize = 50;
 /// The largest answer read from Prefect: a page of 50 events is far less,
 /// and an answer that never ends must not take the bridge's memory.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// Statuses Prefect's own client retries: its server answers 503 for
+/// errors it calls retryable (a locked or saturated database), 429 when
+/// Cloud limits a key, and 408 or 502 come from what stands in front of it.
+const RETRYABLE: [u16; 4] = [408, 429, 502, 503];
+/// Retries of one request after a retryable answer or a connection that
+/// could not be made (Prefect's client makes five).
+const RETRIES: u32 = 5;
+/// The first wait; it doubles per retry (with jitter), so five retries
+/// wait at most about 15 s in all.
+const FIRST_WAIT: Duration = Duration::from_millis(500);
+/// The longest single wait: a longer `Retry-After` is cut to this.
+const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// How to authenticate.
 #[derive(Debug, Clone)]
@@ -81,6 +95,24 @@ pub(crate) fn intake_action(url: &str, bridge: Option<&url::Url>) -> Option<Stri
     let rest = u.path().strip_prefix("/v1/prefect/")?;
     let name = rest.strip_suffix('/').unwrap_or(rest);
     (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
+}
+
+/// An answer's status and body.
+async fn answer(res: reqwest::Response) -> Result<(u16, bytes::Bytes), Error> {
+    let status = res.status().as_u16();
+    Ok((status, read_capped(res).await?))
+}
+
+/// A `Retry-After` in seconds (Prefect sends no dates).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
 }
 
 /// An answer's body, refused past [`MAX_ANSWER_BYTES`].
@@ -147,15 +179,31 @@ impl Client {
         }
     }
 
-    /// Sends `req`; the answer's body when it is a success.
+    /// Sends `req`; the answer's status and body. A retryable status, or a
+    /// connection that could not be made (so nothing was sent), is tried
+    /// again after a back-off or the answer's `Retry-After`; the last try
+    /// gives what it gets.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Error> {
-        let res = self
-            .authorised(req)
-            .send()
-            .await
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let status = res.status().as_u16();
-        Ok((status, read_capped(res).await?))
+        use crate::backoff::{backoff, jitter};
+        let req = self.authorised(req);
+        for retry in 1..=RETRIES {
+            // A body that cannot be copied (none here) gets one try.
+            let Some(this) = req.try_clone() else { break };
+            let wait = match this.send().await {
+                Ok(res) if RETRYABLE.contains(&res.status().as_u16()) => retry_after(res.headers()),
+                Ok(res) => return answer(res).await,
+                Err(e) if e.is_connect() => None,
+                Err(e) => return Err(Error::Unreachable(e.to_string())),
+            };
+            let wait = wait.unwrap_or_else(|| backoff(retry, FIRST_WAIT, MAX_WAIT, jitter()));
+            tracing::debug!(
+                retry,
+                wait_ms = wait.as_millis() as u64,
+                "Prefect's API asked for a retry"
+            );
+            tokio::time::sleep(wait.min(MAX_WAIT)).await;
+        }
+        answer(req.send().await.map_err(|e| Error::Unreachable(e.to_string()))?).await
     }
 
     /// Sends `req`; its body when the answer is a 2xx.
@@ -386,5 +434,106 @@ impl Client {
             ))
             .await?;
         Ok(doc.and_then(|d| d["data"]["url"].as_str().map(str::to_owned)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+
+    use super::*;
+
+    /// A loopback server that answers each request with the next status of
+    /// `script` (the last one repeats), `Retry-After: 0` on refusals so the
+    /// test does not wait; it returns its URL and the count of requests.
+    async fn scripted(script: Vec<u16>) -> (url::Url, Arc<Mutex<usize>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url =
+            url::Url::parse(&format!("http://{}/api", listener.local_addr().expect("addr"))).expect("url");
+        let seen = Arc::new(Mutex::new(0));
+        let counter = seen.clone();
+        let script: Arc<[u16]> = script.into();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, script) = (counter.clone(), script.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let n = {
+                            let mut n = counter.lock().expect("lock");
+                            *n += 1;
+                            *n
+                        };
+                        let status = script[(n - 1).min(script.len() - 1)];
+                        let mut res = hyper::Response::builder().status(status);
+                        if status != 200 {
+                            res = res.header("retry-after", "0");
+                        }
+                        async move {
+                            Ok::<_, Infallible>(
+                                res.body(Full::new(Bytes::from_static(b"[]"))).expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn client(base: url::Url) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client::try_new(base, None, &crate::outbound::Egress::default()).expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_busy_prefect_is_asked_again_until_it_answers() {
+        let (url, seen) = scripted(vec![503, 429, 502, 408, 200]).await;
+        let automations = client(url).automations().await.expect("answered in the end");
+        assert!(automations.is_empty());
+        assert_eq!(*seen.lock().expect("lock"), 5);
+    }
+
+    #[tokio::test]
+    async fn a_prefect_that_stays_busy_is_reported_after_the_last_retry() {
+        let (url, seen) = scripted(vec![503]).await;
+        let err = client(url).automations().await.expect_err("never answered");
+        assert!(matches!(err, Error::Status { status: 503, .. }), "{err}");
+        assert_eq!(*seen.lock().expect("lock"), 1 + RETRIES as usize);
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        for status in [400, 404, 409, 422, 500] {
+            let (url, seen) = scripted(vec![status, 200]).await;
+            let err = client(url).health().await.expect_err("refused");
+            assert!(
+                matches!(err, Error::Status { status: s, .. } if s == status),
+                "{err}"
+            );
+            assert_eq!(*seen.lock().expect("lock"), 1, "{status} was retried");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let header = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().expect("value"));
+            h
+        };
+        assert_eq!(retry_after(&header("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&header("0.5")), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after(&header("86400")), Some(MAX_WAIT));
+        assert_eq!(retry_after(&header("-1")), None);
+        assert_eq!(retry_after(&header("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
     }
 }

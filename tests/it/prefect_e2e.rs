@@ -617,9 +617,13 @@ async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() 
     let api = format!("{}/api", prefect.ui);
     let before = wiring(&api).await;
     let url = bridge.url();
+    // Setup talks to Prefect through a gate, which can make Prefect's
+    // passing troubles (a busy database answers 503) happen on cue.
+    let gate = crate::support::gate::Gate::start(&prefect.ui).await;
+    let gated = format!("{}/api", gate.url());
     let args = [
         "--prefect-api-url",
-        api.as_str(),
+        gated.as_str(),
         "--bridge-url",
         url.as_str(),
         "--action",
@@ -660,7 +664,12 @@ async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() 
         "a block and three automations:\n{first}"
     );
     assert!(!first.contains(TOKEN), "the token was printed:\n{first}");
+    // Prefect answers 503 twice and then limits the key once: setup waits
+    // and tries again, as Prefect's own client does, and carries on.
+    let busy = |status, retry_after| crate::support::gate::Refusal { status, retry_after };
+    gate.refuse_next(&[busy(503, None), busy(503, None), busy(429, Some(1))]);
     let second = run(&[]).await.expect("join");
+    assert_eq!(gate.refused(), 3, "the gate's refusals were not all met");
     assert!(second.contains("nothing changed"), "{second}");
     assert_eq!(second.matches(": unchanged").count(), 4, "{second}");
 

@@ -1,12 +1,14 @@
 //! A gate in front of a real server: a loopback HTTP proxy that passes each
 //! request through, or answers 500 itself while the test says so (Prefect's
-//! API failing while the Prefect server behind it is fine). It counts the
-//! requests it saw by method and path.
+//! API failing while the Prefect server behind it is fine), or answers the
+//! next few requests with a status Prefect's server sends for a passing
+//! trouble (503 for a busy database). It counts the requests it saw by
+//! method and path.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -16,10 +18,22 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// One answer the gate gives instead of passing a request on.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    /// Its status.
+    pub status: u16,
+    /// Its `Retry-After`, in seconds.
+    pub retry_after: Option<u32>,
+}
+
 #[derive(Debug)]
 struct Shared {
     upstream: String,
     failing: AtomicBool,
+    /// Requests still to refuse, with what.
+    refusals: Mutex<Vec<Refusal>>,
+    refused: AtomicUsize,
     seen: Mutex<HashMap<String, usize>>,
     http: reqwest::Client,
 }
@@ -39,6 +53,8 @@ impl Gate {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
             failing: AtomicBool::new(false),
+            refusals: Mutex::new(Vec::new()),
+            refused: AtomicUsize::new(0),
             seen: Mutex::new(HashMap::new()),
             http: super::client(),
         });
@@ -70,6 +86,18 @@ impl Gate {
         self.shared.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Answers the next requests with `refusals`, in order, then passes
+    /// them again.
+    pub fn refuse_next(&self, refusals: &[Refusal]) {
+        let mut queue = self.shared.refusals.lock().expect("lock");
+        queue.extend(refusals.iter().rev());
+    }
+
+    /// How many requests were refused as [`Self::refuse_next`] asked.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
     /// How many requests `METHOD /path` (no query) the gate saw.
     pub fn seen(&self, method: &str, path: &str) -> usize {
         let seen = self.shared.seen.lock().expect("lock");
@@ -93,6 +121,21 @@ async fn answer(
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(
                 b"{\"exception_message\":\"Internal Server Error\"}",
+            )))
+            .expect("response"));
+    }
+    let refusal = s.refusals.lock().expect("lock").pop();
+    if let Some(Refusal { status, retry_after }) = refusal {
+        s.refused.fetch_add(1, Ordering::SeqCst);
+        let mut b = Response::builder()
+            .status(status)
+            .header("content-type", "application/json");
+        if let Some(secs) = retry_after {
+            b = b.header("retry-after", secs);
+        }
+        return Ok(b
+            .body(Full::new(Bytes::from_static(
+                b"{\"exception_message\":\"refused by the test gate\"}",
             )))
             .expect("response"));
     }
