@@ -5,6 +5,7 @@
 //! (docs/prefect.md §8).
 
 pub(crate) mod check;
+mod csrf;
 pub(crate) mod lookup;
 pub(crate) mod reconcile;
 pub(crate) mod setup;
@@ -140,6 +141,8 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: url::Url,
     auth: Option<Auth>,
+    /// Shared by the clones, so one token serves them all.
+    csrf: std::sync::Arc<csrf::Csrf>,
 }
 
 impl Client {
@@ -156,6 +159,7 @@ impl Client {
             http: crate::outbound::client(egress)?,
             base,
             auth,
+            csrf: std::sync::Arc::new(csrf::Csrf::new()),
         })
     }
 
@@ -182,19 +186,40 @@ impl Client {
     /// Sends `req`; the answer's status and body. A retryable status, or a
     /// connection that could not be made (so nothing was sent), is tried
     /// again after a back-off or the answer's `Retry-After`; the last try
-    /// gives what it gets.
+    /// gives what it gets. A change the server's CSRF check refused is
+    /// sent again once with a fresh token.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Error> {
         use crate::backoff::{backoff, jitter};
-        let req = self.authorised(req);
-        for retry in 1..=RETRIES {
-            // A body that cannot be copied (none here) gets one try.
-            let Some(this) = req.try_clone() else { break };
-            let wait = match this.send().await {
-                Ok(res) if RETRYABLE.contains(&res.status().as_u16()) => retry_after(res.headers()),
+        let req = self
+            .authorised(req)
+            .build()
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let mut retry = 0;
+        let mut renewed = false;
+        loop {
+            // Every request here has its body in memory, so it copies.
+            let mut this = req
+                .try_clone()
+                .ok_or_else(|| Error::Unreachable("a request that cannot be repeated".into()))?;
+            let token = self.csrf.apply(&mut this).await;
+            let wait = match self.http.execute(this).await {
+                Ok(res) if res.status() == 403 && !renewed && csrf::needs_token(req.method()) => {
+                    let (status, body) = answer(res).await?;
+                    if !csrf::is_refusal(status, &body) {
+                        return Ok((status, body));
+                    }
+                    renewed = true;
+                    self.csrf.renew(token.as_ref(), self.csrf_token()).await?;
+                    continue;
+                }
+                Ok(res) if retry < RETRIES && RETRYABLE.contains(&res.status().as_u16()) => {
+                    retry_after(res.headers())
+                }
                 Ok(res) => return answer(res).await,
-                Err(e) if e.is_connect() => None,
+                Err(e) if retry < RETRIES && e.is_connect() => None,
                 Err(e) => return Err(Error::Unreachable(e.to_string())),
             };
+            retry += 1;
             let wait = wait.unwrap_or_else(|| backoff(retry, FIRST_WAIT, MAX_WAIT, jitter()));
             tracing::debug!(
                 retry,
@@ -203,7 +228,26 @@ impl Client {
             );
             tokio::time::sleep(wait.min(MAX_WAIT)).await;
         }
-        answer(req.send().await.map_err(|e| Error::Unreachable(e.to_string()))?).await
+    }
+
+    /// A CSRF token issued to this client.
+    async fn csrf_token(&self) -> Result<Secret, Error> {
+        #[derive(Deserialize)]
+        struct Issued {
+            token: String,
+        }
+        let url = format!("{}?client={}", self.url("csrf-token"), self.csrf.client());
+        let res = self
+            .authorised(self.http.get(url))
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let (status, body) = answer(res).await?;
+        if !(200..300).contains(&status) {
+            return Err(refused(status, &body));
+        }
+        let issued: Issued = decode(&body)?;
+        Ok(Secret::new(issued.token))
     }
 
     /// Sends `req`; its body when the answer is a 2xx.
@@ -520,6 +564,102 @@ mod tests {
             );
             assert_eq!(*seen.lock().expect("lock"), 1, "{status} was retried");
         }
+    }
+
+    /// A loopback server with CSRF protection: it issues token `t<n>` at
+    /// `GET /api/csrf-token` (the n-th issue), takes a POST only with the
+    /// newest token, and counts what it saw.
+    #[derive(Debug, Default)]
+    struct Protected {
+        issued: usize,
+        accepted: usize,
+        refused: usize,
+    }
+
+    async fn csrf_protected() -> (url::Url, Arc<Mutex<Protected>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url =
+            url::Url::parse(&format!("http://{}/api", listener.local_addr().expect("addr"))).expect("url");
+        let state = Arc::new(Mutex::new(Protected::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let mut s = shared.lock().expect("lock");
+                        let (status, body) = if req.uri().path() == "/api/csrf-token" {
+                            assert!(req.uri().query().is_some_and(|q| q.starts_with("client=")));
+                            s.issued += 1;
+                            (
+                                200,
+                                format!(
+                                    r#"{{"token":"t{}","client":"c","expiration":"2099-01-01T00:00:00Z"}}"#,
+                                    s.issued
+                                ),
+                            )
+                        } else {
+                            let token = req
+                                .headers()
+                                .get("prefect-csrf-token")
+                                .map(|v| v.to_str().unwrap_or_default().to_owned());
+                            let has_client = req.headers().contains_key("prefect-csrf-client");
+                            match token {
+                                Some(t) if has_client && t == format!("t{}", s.issued) => {
+                                    s.accepted += 1;
+                                    (200, "[]".to_owned())
+                                }
+                                Some(_) => {
+                                    s.refused += 1;
+                                    (
+                                        403,
+                                        r#"{"detail":"Invalid CSRF token or client identifier."}"#.to_owned(),
+                                    )
+                                }
+                                None => {
+                                    s.refused += 1;
+                                    (403, r#"{"detail":"Missing CSRF token."}"#.to_owned())
+                                }
+                            }
+                        };
+                        let res = hyper::Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(body)));
+                        async move { Ok::<_, Infallible>(res.expect("response")) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (url, state)
+    }
+
+    #[tokio::test]
+    async fn a_csrf_protected_prefect_gets_its_token_once_and_again_when_it_changes() {
+        let (url, state) = csrf_protected().await;
+        let client = client(url);
+        client.automations().await.expect("sent with a token");
+        client.automations().await.expect("sent with the same token");
+        {
+            let s = state.lock().expect("lock");
+            assert_eq!((s.issued, s.accepted, s.refused), (1, 2, 1), "{s:?}");
+        }
+        // The server's token changes (it expired, or another client with
+        // the same id took one): one refusal, one new token.
+        state.lock().expect("lock").issued += 1;
+        client.automations().await.expect("sent with a new token");
+        let s = state.lock().expect("lock");
+        assert_eq!((s.issued, s.accepted, s.refused), (3, 3, 2), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_403_that_is_not_the_csrf_check_is_reported_as_it_is() {
+        let (url, seen) = scripted(vec![403, 200]).await;
+        let err = client(url).automations().await.expect_err("forbidden");
+        assert!(matches!(err, Error::Status { status: 403, .. }), "{err}");
+        assert_eq!(*seen.lock().expect("lock"), 1);
     }
 
     #[test]

@@ -125,13 +125,25 @@ struct Prefect {
 
 impl Prefect {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A server with CSRF protection on, as Prefect recommends where its
+    /// API is exposed: every change and every read by filter then needs a
+    /// token.
+    async fn start_csrf_protected() -> Self {
+        Self::start_with(&[("PREFECT_SERVER_CSRF_PROTECTION_ENABLED", "true")]).await
+    }
+
+    async fn start_with(settings: &[(&str, &str)]) -> Self {
         let venv = tokio::task::spawn_blocking(ensure_prefect)
             .await
             .expect("install prefect");
         let home = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let ui = format!("http://127.0.0.1:{port}");
-        let env = prefect_env(home.path(), &ui);
+        let mut env = prefect_env(home.path(), &ui);
+        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let server = Self::server(&venv, &env, home.path(), port);
         // On any failure from here on, the Prefect server's log is shown.
         let log = ServerLog(home.path().join("server.log"));
@@ -283,14 +295,7 @@ async fn a_real_prefect_server_pages_on_failure_and_resolves_on_retry() {
         page.text().await.expect("page").contains("<html"),
         "{href} is not the Prefect UI"
     );
-    let run: Value = http
-        .get(format!("{ui}/api/flow_runs/{run_id}"))
-        .send()
-        .await
-        .expect("read run")
-        .json()
-        .await
-        .expect("json");
+    let run = prefect_json("read run", || http.get(format!("{ui}/api/flow_runs/{run_id}"))).await;
     assert_eq!(run["state_type"], "FAILED");
     assert_eq!(trigger.body["client_url"], ui.as_str());
 
@@ -322,7 +327,7 @@ async fn webhooks_prefect_dropped_while_the_bridge_was_down_are_paged_once() {
         return;
     }
     const INTERVAL: Duration = Duration::from_secs(3);
-    let mut prefect = Prefect::start().await;
+    let mut prefect = Prefect::start_csrf_protected().await;
     let double = Double::start().await;
     let spool_dir = tempfile::tempdir().expect("tempdir");
     let spool = spool_dir.path().join("s.redb");
@@ -477,7 +482,7 @@ async fn prefect_check_passes_a_clean_setup_and_names_each_problem() {
         eprintln!("SKIPPED on purpose (PPB_SKIP_PREFECT_E2E is set): real Prefect end-to-end test");
         return;
     }
-    let prefect = Prefect::start().await;
+    let prefect = Prefect::start_csrf_protected().await;
     let double = Double::start().await;
     let (pd_url, action) = (double.url(), format!("oncall={KEY_A}"));
     let bridge = Bridge::serve(&["--pagerduty-url", &pd_url, "--action", &action]);
@@ -559,6 +564,48 @@ fn prefect_setup(args: &[&str]) -> String {
     stdout
 }
 
+/// The JSON answer to a request to Prefect's API (`build` makes it afresh
+/// for each try). A busy Prefect answers 503 and means it to be retried,
+/// so the test does as Prefect's own client does: it tries again a few
+/// times before it fails.
+async fn prefect_json(what: &str, build: impl Fn() -> reqwest::RequestBuilder) -> Value {
+    let mut last = String::new();
+    let mut csrf: Option<(String, String)> = None;
+    for _ in 0..10 {
+        let mut req = build();
+        if let Some((token, client)) = &csrf {
+            req = req
+                .header("Prefect-Csrf-Token", token)
+                .header("Prefect-Csrf-Client", client);
+        }
+        match req.send().await {
+            Ok(res) if [429, 502, 503].contains(&res.status().as_u16()) => {
+                last = format!("{}: {}", res.status(), res.text().await.unwrap_or_default());
+            }
+            Ok(res) if res.status() == 403 && csrf.is_none() => {
+                // A server with CSRF protection: fetch a token and go again.
+                let url = res.url().clone();
+                let base = &url.as_str()[..url.as_str().find("/api/").expect("an API URL") + 4];
+                let client = "ppb-e2e-test".to_owned();
+                let issued: Value =
+                    crate::support::get_json(&format!("{base}/csrf-token?client={client}")).await;
+                let token = issued["token"].as_str().expect("a CSRF token").to_owned();
+                csrf = Some((token, client));
+                continue;
+            }
+            Ok(res) => {
+                let status = res.status();
+                assert!(status.is_success(), "{what}: Prefect answered {status}");
+                return res.json().await.expect("json");
+            }
+            Err(e) if e.is_connect() => last = e.to_string(),
+            Err(e) => panic!("{what}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{what}: Prefect stayed busy: {last}")
+}
+
 /// What setup could leave behind: automation names and block names.
 async fn wiring(api: &str) -> (Vec<String>, Vec<String>) {
     let http = client();
@@ -572,24 +619,16 @@ async fn wiring(api: &str) -> (Vec<String>, Vec<String>) {
         n.sort();
         n
     };
-    let automations = http
-        .post(format!("{api}/automations/filter"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("automations")
-        .json()
-        .await
-        .expect("json");
-    let blocks = http
-        .post(format!("{api}/block_documents/filter"))
-        .json(&serde_json::json!({"include_secrets": false}))
-        .send()
-        .await
-        .expect("blocks")
-        .json()
-        .await
-        .expect("json");
+    let automations = prefect_json("automations", || {
+        http.post(format!("{api}/automations/filter"))
+            .json(&serde_json::json!({}))
+    })
+    .await;
+    let blocks = prefect_json("blocks", || {
+        http.post(format!("{api}/block_documents/filter"))
+            .json(&serde_json::json!({"include_secrets": false}))
+    })
+    .await;
     (names(automations), names(blocks))
 }
 
@@ -603,7 +642,7 @@ async fn prefect_setup_wires_an_empty_server_idempotently_and_removes_cleanly() 
         return;
     }
     const TOKEN: &str = "webhook-token-setup-1234";
-    let prefect = Prefect::start().await;
+    let prefect = Prefect::start_csrf_protected().await;
     let double = Double::start().await;
     let (pd_url, action) = (double.url(), format!("oncall={KEY_A}"));
     let bridge = Bridge::serve(&[
@@ -811,15 +850,11 @@ async fn every_webhook_prefect_drops_under_fan_out_is_recovered() {
     assert!(dropped >= REFUSED, "only {dropped} drops recorded");
 
     // The triggering event, as Prefect serves it: every action has it.
-    let event: Value = http
-        .post(format!("{api}/events/filter"))
-        .json(&serde_json::json!({"filter": {"id": {"id": [triggering]}, "occurred": {"since": since}}, "limit": 1}))
-        .send()
-        .await
-        .expect("event")
-        .json()
-        .await
-        .expect("json");
+    let event = prefect_json("the triggering event", || {
+        http.post(format!("{api}/events/filter"))
+            .json(&serde_json::json!({"filter": {"id": {"id": [triggering]}, "occurred": {"since": since}}, "limit": 1}))
+    })
+    .await;
     let event = event["events"][0].to_string();
     assert!(event.contains(&run), "{event}");
     for i in 0..FAN {
