@@ -51,7 +51,7 @@ pub(crate) enum Error {
     #[error("Prefect's API did not answer: {0}")]
     Unreachable(String),
     /// An answer that was not a success.
-    #[error("Prefect's API answered {status}: {detail}")]
+    #[error("Prefect's API answered {status}: {detail}{}", hint(*status))]
     Status {
         /// HTTP status.
         status: u16,
@@ -61,6 +61,21 @@ pub(crate) enum Error {
     /// A success whose body did not read.
     #[error("Prefect's API answered something unreadable: {0}")]
     Unreadable(String),
+}
+
+/// What a status that is not a passing trouble most often means; where
+/// the bridge expects a 404 (an object Prefect no longer has) it never
+/// becomes an error.
+fn hint(status: u16) -> &'static str {
+    match status {
+        401 => " (are --prefect-api-key or --prefect-auth-string right?)",
+        403 => " (may the API key read and write automations, blocks and events?)",
+        404 => {
+            " (is --prefect-api-url the API's address? A self-hosted server's ends in /api, \
+             Prefect Cloud's in /api/accounts/<account id>/workspaces/<workspace id>)"
+        }
+        _ => "",
+    }
 }
 
 /// One page of events.
@@ -660,6 +675,20 @@ mod tests {
         let err = client(url).automations().await.expect_err("forbidden");
         assert!(matches!(err, Error::Status { status: 403, .. }), "{err}");
         assert_eq!(*seen.lock().expect("lock"), 1);
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_check() {
+        let said = |status| {
+            Error::Status {
+                status,
+                detail: "{}".into(),
+            }
+            .to_string()
+        };
+        assert!(said(404).contains("ends in /api"), "{}", said(404));
+        assert!(said(401).contains("--prefect-api-key"), "{}", said(401));
+        assert_eq!(said(500), "Prefect's API answered 500: {}");
     }
 
     #[test]
