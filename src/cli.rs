@@ -281,14 +281,13 @@ fn prefect_setup(
     let rt = one_shot_runtime()?;
     let steps = rt.block_on(async {
         let client = crate::prefect_api::Client::try_new(api, auth, &how.egress)?;
-        // The client's own retries wait too; the deadline bounds them.
         let deadline = tokio::time::Instant::now() + how.wait;
         while !how.wait.is_zero() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let error = match tokio::time::timeout(left, client.health()).await {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => e.to_string(),
-                Err(_) => "still trying when the time was up".to_owned(),
+                Err(_) => "no answer before the deadline".to_owned(),
             };
             if tokio::time::Instant::now() >= deadline {
                 anyhow::bail!("Prefect's API did not answer within {:?}: {error}", how.wait);

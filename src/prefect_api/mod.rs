@@ -435,12 +435,21 @@ impl Client {
         Ok(page.events.into_iter().next())
     }
 
-    /// Whether the API answers its health check.
+    /// Whether the API answers its health check, in one try: a caller that
+    /// waits for Prefect to start polls it, and must see it up at once.
     ///
     /// # Errors
     /// See [`Error`].
     pub(crate) async fn health(&self) -> Result<(), Error> {
-        self.change(self.http.get(self.url("health"))).await.map(|_| ())
+        let res = self
+            .authorised(self.http.get(self.url("health")))
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        match answer(res).await? {
+            (200..=299, _) => Ok(()),
+            (status, body) => Err(refused(status, &body)),
+        }
     }
 
     /// The object at `path` (`flow_runs/<id>`, …); `None` when Prefect has
@@ -572,7 +581,7 @@ mod tests {
     async fn other_failures_are_not_retried() {
         for status in [400, 404, 409, 422, 500] {
             let (url, seen) = scripted(vec![status, 200]).await;
-            let err = client(url).health().await.expect_err("refused");
+            let err = client(url).automations().await.expect_err("refused");
             assert!(
                 matches!(err, Error::Status { status: s, .. } if s == status),
                 "{err}"

@@ -632,6 +632,64 @@ async fn wiring(api: &str) -> (Vec<String>, Vec<String>) {
     (names(automations), names(blocks))
 }
 
+/// `prefect setup --wait` polls Prefect's health until its deadline: an
+/// API that never comes is reported when the time is up, one that comes
+/// late is used as soon as it answers (here a stand-in that answers only
+/// its health check, so setup goes on to fail on its first real call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefect_setup_waits_for_the_api_until_its_deadline() {
+    let setup = |port: u16, wait: &'static str| {
+        let api = format!("http://127.0.0.1:{port}/api");
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let out = Command::new(crate::support::bridge::BIN)
+                .args(["prefect", "setup", "--prefect-api-url", &api])
+                .args(["--bridge-url", "http://127.0.0.1:9", "--action", "oncall"])
+                .args(["--wait", wait])
+                .output()
+                .expect("run prefect setup");
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            (out.status.code(), stderr, started.elapsed())
+        })
+    };
+    let (code, stderr, took) = setup(free_port(), "1s").await.expect("join");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer within 1s"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+
+    let port = free_port();
+    let waiting = setup(port, "60s");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let up = std::time::Instant::now();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let n = stream.read(&mut head).await.unwrap_or(0);
+            let answer = if head[..n].starts_with(b"GET /api/health ") {
+                "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ntrue"
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            };
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let (code, stderr, _) = waiting.await.expect("join");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("answered 404"),
+        "setup did not go on once Prefect was up: {stderr}"
+    );
+    assert!(
+        up.elapsed() < Duration::from_secs(10),
+        "noticed Prefect after {:?}",
+        up.elapsed()
+    );
+}
+
 /// `prefect setup` wires an empty Prefect server so that a failing run
 /// pages and its completion resolves; run again it changes nothing; with
 /// `--remove` it leaves the server as it was.
