@@ -239,7 +239,7 @@ impl Client {
             tracing::debug!(
                 retry,
                 wait_ms = wait.as_millis() as u64,
-                "Prefect's API asked for a retry"
+                "Prefect's API was busy or out of reach; trying again"
             );
             tokio::time::sleep(wait.min(MAX_WAIT)).await;
         }
