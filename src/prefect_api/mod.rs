@@ -119,6 +119,12 @@ async fn answer(res: reqwest::Response) -> Result<(u16, bytes::Bytes), Error> {
     Ok((status, read_capped(res).await?))
 }
 
+/// A copy of `req` to send: every request here has its body in memory.
+fn copy(req: &reqwest::Request) -> Result<reqwest::Request, Error> {
+    req.try_clone()
+        .ok_or_else(|| Error::Unreachable("a request that cannot be repeated".into()))
+}
+
 /// A `Retry-After` in seconds (Prefect sends no dates).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let secs: f64 = headers
@@ -198,43 +204,38 @@ impl Client {
         }
     }
 
-    /// Sends `req`; the answer's status and body. A retryable status, or a
-    /// connection that could not be made (so nothing was sent), is tried
-    /// again after a back-off or the answer's `Retry-After`; the last try
-    /// gives what it gets. A change the server's CSRF check refused is
-    /// sent again once with a fresh token.
+    /// Sends `req`; the answer's status and body. A change the server's
+    /// CSRF check refused is sent again once with a fresh token.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Error> {
-        use crate::backoff::{backoff, jitter};
         let req = self
             .authorised(req)
             .build()
             .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let mut retry = 0;
         let mut renewed = false;
         loop {
-            // Every request here has its body in memory, so it copies.
-            let mut this = req
-                .try_clone()
-                .ok_or_else(|| Error::Unreachable("a request that cannot be repeated".into()))?;
+            let mut this = copy(&req)?;
             let token = self.csrf.apply(&mut this).await;
-            let wait = match self.http.execute(this).await {
-                Ok(res) if res.status() == 403 && !renewed && csrf::needs_token(req.method()) => {
-                    let (status, body) = answer(res).await?;
-                    if !csrf::is_refusal(status, &body) {
-                        return Ok((status, body));
-                    }
-                    renewed = true;
-                    self.csrf.renew(token.as_ref(), self.csrf_token()).await?;
-                    continue;
-                }
-                Ok(res) if retry < RETRIES && RETRYABLE.contains(&res.status().as_u16()) => {
-                    retry_after(res.headers())
-                }
-                Ok(res) => return answer(res).await,
-                Err(e) if retry < RETRIES && e.is_connect() => None,
+            let (status, body) = answer(self.retrying(this).await?).await?;
+            if renewed || !csrf::needs_token(req.method()) || !csrf::is_refusal(status, &body) {
+                return Ok((status, body));
+            }
+            renewed = true;
+            self.csrf.renew(token.as_ref(), self.csrf_token()).await?;
+        }
+    }
+
+    /// Sends `req`, again after a back-off or the answer's `Retry-After`
+    /// while the answer is a retryable status or no connection could be
+    /// made (so nothing was sent); the last try gives what it gets.
+    async fn retrying(&self, req: reqwest::Request) -> Result<reqwest::Response, Error> {
+        use crate::backoff::{backoff, jitter};
+        for retry in 1..=RETRIES {
+            let wait = match self.http.execute(copy(&req)?).await {
+                Ok(res) if RETRYABLE.contains(&res.status().as_u16()) => retry_after(res.headers()),
+                Ok(res) => return Ok(res),
+                Err(e) if e.is_connect() => None,
                 Err(e) => return Err(Error::Unreachable(e.to_string())),
             };
-            retry += 1;
             let wait = wait.unwrap_or_else(|| backoff(retry, FIRST_WAIT, MAX_WAIT, jitter()));
             tracing::debug!(
                 retry,
@@ -243,21 +244,25 @@ impl Client {
             );
             tokio::time::sleep(wait.min(MAX_WAIT)).await;
         }
+        self.http
+            .execute(req)
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))
     }
 
-    /// A CSRF token issued to this client.
+    /// A CSRF token issued to this client (asked for again while Prefect
+    /// is busy, like any call).
     async fn csrf_token(&self) -> Result<Secret, Error> {
         #[derive(Deserialize)]
         struct Issued {
             token: String,
         }
         let url = format!("{}?client={}", self.url("csrf-token"), self.csrf.client());
-        let res = self
+        let req = self
             .authorised(self.http.get(url))
-            .send()
-            .await
+            .build()
             .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let (status, body) = answer(res).await?;
+        let (status, body) = answer(self.retrying(req).await?).await?;
         if !(200..300).contains(&status) {
             return Err(refused(status, &body));
         }
@@ -595,6 +600,8 @@ mod tests {
     /// newest token, and counts what it saw.
     #[derive(Debug, Default)]
     struct Protected {
+        /// Token requests still to answer 503 (a busy server).
+        busy: usize,
         issued: usize,
         accepted: usize,
         refused: usize,
@@ -612,7 +619,10 @@ mod tests {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let mut s = shared.lock().expect("lock");
-                        let (status, body) = if req.uri().path() == "/api/csrf-token" {
+                        let (status, body) = if req.uri().path() == "/api/csrf-token" && s.busy > 0 {
+                            s.busy -= 1;
+                            (503, r#"{"exception_message":"Service Unavailable"}"#.to_owned())
+                        } else if req.uri().path() == "/api/csrf-token" {
                             assert!(req.uri().query().is_some_and(|q| q.starts_with("client=")));
                             s.issued += 1;
                             (
@@ -648,6 +658,7 @@ mod tests {
                         };
                         let res = hyper::Response::builder()
                             .status(status)
+                            .header("retry-after", "0")
                             .body(Full::new(Bytes::from(body)));
                         async move { Ok::<_, Infallible>(res.expect("response")) }
                     });
@@ -663,12 +674,14 @@ mod tests {
     #[tokio::test]
     async fn a_csrf_protected_prefect_gets_its_token_once_and_again_when_it_changes() {
         let (url, state) = csrf_protected().await;
+        // Busy when first asked for a token: asked again.
+        state.lock().expect("lock").busy = 2;
         let client = client(url);
         client.automations().await.expect("sent with a token");
         client.automations().await.expect("sent with the same token");
         {
             let s = state.lock().expect("lock");
-            assert_eq!((s.issued, s.accepted, s.refused), (1, 2, 1), "{s:?}");
+            assert_eq!((s.busy, s.issued, s.accepted, s.refused), (0, 1, 2, 1), "{s:?}");
         }
         // The server's token changes (it expired, or another client with
         // the same id took one): one refusal, one new token.
