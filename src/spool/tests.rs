@@ -868,6 +868,18 @@ struct HeldAccept {
     due: Due,
 }
 
+impl HeldAccept {
+    /// Ends the commit as failed: the webhook is answered with a storage
+    /// error. The event taken for sending.
+    async fn fail_commit(self) -> Due {
+        let Self { answer, verdict, due } = self;
+        verdict.send(false).expect("verdict");
+        let r = answer.await.expect("join");
+        assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+        due
+    }
+}
+
 async fn accept_held(spool: &Spool, store: &Gated, t: Translation) -> HeldAccept {
     let (began, verdict) = store.arm();
     let answer = tokio::spawn({
@@ -922,19 +934,17 @@ async fn a_failed_commit_after_its_event_went_out_answers_503_and_its_id_is_neve
     let dir = tempfile::tempdir().expect("tempdir");
     let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
     let held = accept_held(&spool, &store, run_event(1, "FAILED", "Failed")).await;
-    held.verdict.send(false).expect("verdict");
-    let r = held.answer.await.expect("join");
-    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    let sent = held.fail_commit().await;
     // Its send failed, say: there is no record to retry.
-    assert_eq!(spool.record(&held.due).await.expect("read").map(|r| r.id), None);
+    assert_eq!(spool.record(&sent).await.expect("read").map(|r| r.id), None);
     // The file is back for the next event, which gets an id of its own.
     let r = spool.accept("a", &run_event(2, "FAILED", "Failed"), None).await;
     let Ok(Accepted::Queued { id }) = r else {
         panic!("{r:?}");
     };
-    assert_ne!(id, held.due.id);
+    assert_ne!(id, sent.id);
     // The first send's late success does not touch the second event.
-    spool.delivered(&held.due);
+    spool.delivered(&sent);
     spool.flush().await.expect("flush");
     assert_eq!(spool.stats().queued, 1);
     let due = spool.take_due(10, |_| Admit::Go).0;
@@ -949,9 +959,7 @@ async fn an_event_delivered_before_its_commit_fails_writes_nothing_more() {
     let held = accept_held(&spool, &store, run_event(1, "FAILED", "Failed")).await;
     // PagerDuty took it while the commit ran; its delete is on its way.
     spool.delivered(&held.due);
-    held.verdict.send(false).expect("verdict");
-    let r = held.answer.await.expect("join");
-    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    held.fail_commit().await;
     // The delete has nothing to delete: no write, so the spool does not
     // open the file again before its time and call itself ready.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -971,11 +979,9 @@ async fn trigger_sent_then_commit_failed_then_recovery(answered_before_the_failu
         if answered_before_the_failure {
             spool.delivered(&held.due);
         }
-        held.verdict.send(false).expect("verdict");
-        let r = held.answer.await.expect("join");
-        assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+        let sent = held.fail_commit().await;
         if !answered_before_the_failure {
-            spool.delivered(&held.due);
+            spool.delivered(&sent);
         }
         assert_eq!(spool.stats().open_alerts, 1, "PagerDuty has the trigger");
         // The file takes writes again: the open alert is written first.
@@ -1009,9 +1015,7 @@ async fn a_recovery_while_the_trigger_is_still_in_flight_after_its_commit_failed
     let dir = tempfile::tempdir().expect("tempdir");
     let (spool, store) = gated_spool(&dir.path().join("s.redb")).await;
     let held = accept_held(&spool, &store, run_event(8, "FAILED", "Failed")).await;
-    held.verdict.send(false).expect("verdict");
-    let r = held.answer.await.expect("join");
-    assert!(matches!(r, Err(AcceptError::Storage(_))), "{r:?}");
+    held.fail_commit().await;
     // No answer from PagerDuty yet: the trigger may reach it, so its
     // recovery must not be dropped as moot.
     let r = spool
