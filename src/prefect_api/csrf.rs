@@ -39,18 +39,13 @@ impl Csrf {
         &self.client
     }
 
-    /// The token to send now, if a server asked for one.
-    pub(super) async fn current(&self) -> Option<Secret> {
-        self.token.lock().await.clone()
-    }
-
     /// Adds the token (if any) to `req` when its method needs one; the
     /// token it added.
     pub(super) async fn apply(&self, req: &mut reqwest::Request) -> Option<Secret> {
         if !needs_token(req.method()) {
             return None;
         }
-        let token = self.current().await?;
+        let token = self.token.lock().await.clone()?;
         let (Ok(value), Ok(client)) = (
             HeaderValue::from_str(token.expose()),
             HeaderValue::from_str(&self.client),

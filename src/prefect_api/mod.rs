@@ -119,6 +119,15 @@ async fn answer(res: reqwest::Response) -> Result<(u16, bytes::Bytes), Error> {
     Ok((status, read_capped(res).await?))
 }
 
+/// The body of a 2xx answer; any other answer is an error.
+fn success((status, body): (u16, bytes::Bytes)) -> Result<bytes::Bytes, Error> {
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(refused(status, &body))
+    }
+}
+
 /// A copy of `req` to send: every request here has its body in memory.
 fn copy(req: &reqwest::Request) -> Result<reqwest::Request, Error> {
     req.try_clone()
@@ -204,13 +213,17 @@ impl Client {
         }
     }
 
+    /// `req` with this client's credentials, ready to send.
+    fn request(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Request, Error> {
+        self.authorised(req)
+            .build()
+            .map_err(|e| Error::Unreachable(e.to_string()))
+    }
+
     /// Sends `req`; the answer's status and body. A change the server's
     /// CSRF check refused is sent again once with a fresh token.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), Error> {
-        let req = self
-            .authorised(req)
-            .build()
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
+        let req = self.request(req)?;
         let mut renewed = false;
         loop {
             let mut this = copy(&req)?;
@@ -258,26 +271,14 @@ impl Client {
             token: String,
         }
         let url = format!("{}?client={}", self.url("csrf-token"), self.csrf.client());
-        let req = self
-            .authorised(self.http.get(url))
-            .build()
-            .map_err(|e| Error::Unreachable(e.to_string()))?;
-        let (status, body) = answer(self.retrying(req).await?).await?;
-        if !(200..300).contains(&status) {
-            return Err(refused(status, &body));
-        }
-        let issued: Issued = decode(&body)?;
+        let req = self.request(self.http.get(url))?;
+        let issued: Issued = decode(&success(answer(self.retrying(req).await?).await?)?)?;
         Ok(Secret::new(issued.token))
     }
 
     /// Sends `req`; its body when the answer is a 2xx.
     async fn change(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, Error> {
-        let (status, body) = self.send(req).await?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(refused(status, &body))
-        }
+        success(self.send(req).await?)
     }
 
     /// The block document of type `slug` named `name`, with its secrets; `None` when there is none.
@@ -447,14 +448,11 @@ impl Client {
     /// See [`Error`].
     pub(crate) async fn health(&self) -> Result<(), Error> {
         let res = self
-            .authorised(self.http.get(self.url("health")))
-            .send()
+            .http
+            .execute(self.request(self.http.get(self.url("health")))?)
             .await
             .map_err(|e| Error::Unreachable(e.to_string()))?;
-        match answer(res).await? {
-            (200..=299, _) => Ok(()),
-            (status, body) => Err(refused(status, &body)),
-        }
+        success(answer(res).await?).map(|_| ())
     }
 
     /// The object at `path` (`flow_runs/<id>`, …); `None` when Prefect has
@@ -521,36 +519,28 @@ mod tests {
 
     use super::*;
 
-    /// A loopback server that answers each request with the next status of
-    /// `script` (the last one repeats), `Retry-After: 0` on refusals so the
-    /// test does not wait; it returns its URL and the count of requests.
-    async fn scripted(script: Vec<u16>) -> (url::Url, Arc<Mutex<usize>>) {
+    /// Serves `respond` (a status and body for each request) on loopback,
+    /// every answer with `Retry-After: 0` so that a retry does not wait;
+    /// the API's URL.
+    async fn serve<F>(respond: F) -> url::Url
+    where
+        F: Fn(&hyper::Request<hyper::body::Incoming>) -> (u16, String) + Send + Sync + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url =
             url::Url::parse(&format!("http://{}/api", listener.local_addr().expect("addr"))).expect("url");
-        let seen = Arc::new(Mutex::new(0));
-        let counter = seen.clone();
-        let script: Arc<[u16]> = script.into();
+        let respond = Arc::new(respond);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, script) = (counter.clone(), script.clone());
+                let respond = respond.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req| {
-                        let n = {
-                            let mut n = counter.lock().expect("lock");
-                            *n += 1;
-                            *n
-                        };
-                        let status = script[(n - 1).min(script.len() - 1)];
-                        let mut res = hyper::Response::builder().status(status);
-                        if status != 200 {
-                            res = res.header("retry-after", "0");
-                        }
-                        async move {
-                            Ok::<_, Infallible>(
-                                res.body(Full::new(Bytes::from_static(b"[]"))).expect("response"),
-                            )
-                        }
+                    let svc = service_fn(move |req| {
+                        let (status, body) = respond(&req);
+                        let res = hyper::Response::builder()
+                            .status(status)
+                            .header("retry-after", "0")
+                            .body(Full::new(Bytes::from(body)));
+                        async move { Ok::<_, Infallible>(res.expect("response")) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -558,6 +548,20 @@ mod tests {
                 });
             }
         });
+        url
+    }
+
+    /// A loopback server that answers each request with the next status of
+    /// `script` (the last one repeats); its URL and the count of requests.
+    async fn scripted(script: Vec<u16>) -> (url::Url, Arc<Mutex<usize>>) {
+        let seen = Arc::new(Mutex::new(0));
+        let counter = seen.clone();
+        let url = serve(move |_| {
+            let mut n = counter.lock().expect("lock");
+            *n += 1;
+            (script[(*n - 1).min(script.len() - 1)], "[]".to_owned())
+        })
+        .await;
         (url, seen)
     }
 
@@ -608,66 +612,45 @@ mod tests {
     }
 
     async fn csrf_protected() -> (url::Url, Arc<Mutex<Protected>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url =
-            url::Url::parse(&format!("http://{}/api", listener.local_addr().expect("addr"))).expect("url");
         let state = Arc::new(Mutex::new(Protected::default()));
         let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let mut s = shared.lock().expect("lock");
-                        let (status, body) = if req.uri().path() == "/api/csrf-token" && s.busy > 0 {
-                            s.busy -= 1;
-                            (503, r#"{"exception_message":"Service Unavailable"}"#.to_owned())
-                        } else if req.uri().path() == "/api/csrf-token" {
-                            assert!(req.uri().query().is_some_and(|q| q.starts_with("client=")));
-                            s.issued += 1;
-                            (
-                                200,
-                                format!(
-                                    r#"{{"token":"t{}","client":"c","expiration":"2099-01-01T00:00:00Z"}}"#,
-                                    s.issued
-                                ),
-                            )
-                        } else {
-                            let token = req
-                                .headers()
-                                .get("prefect-csrf-token")
-                                .map(|v| v.to_str().unwrap_or_default().to_owned());
-                            let has_client = req.headers().contains_key("prefect-csrf-client");
-                            match token {
-                                Some(t) if has_client && t == format!("t{}", s.issued) => {
-                                    s.accepted += 1;
-                                    (200, "[]".to_owned())
-                                }
-                                Some(_) => {
-                                    s.refused += 1;
-                                    (
-                                        403,
-                                        r#"{"detail":"Invalid CSRF token or client identifier."}"#.to_owned(),
-                                    )
-                                }
-                                None => {
-                                    s.refused += 1;
-                                    (403, r#"{"detail":"Missing CSRF token."}"#.to_owned())
-                                }
-                            }
-                        };
-                        let res = hyper::Response::builder()
-                            .status(status)
-                            .header("retry-after", "0")
-                            .body(Full::new(Bytes::from(body)));
-                        async move { Ok::<_, Infallible>(res.expect("response")) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+        let url = serve(move |req| {
+            let mut s = shared.lock().expect("lock");
+            if req.uri().path() == "/api/csrf-token" && s.busy > 0 {
+                s.busy -= 1;
+                return (503, r#"{"exception_message":"Service Unavailable"}"#.to_owned());
             }
-        });
+            if req.uri().path() == "/api/csrf-token" {
+                assert!(req.uri().query().is_some_and(|q| q.starts_with("client=")));
+                s.issued += 1;
+                let token = format!(
+                    r#"{{"token":"t{}","client":"c","expiration":"2099-01-01T00:00:00Z"}}"#,
+                    s.issued
+                );
+                return (200, token);
+            }
+            let token = req
+                .headers()
+                .get("prefect-csrf-token")
+                .map(|v| v.to_str().unwrap_or_default().to_owned());
+            let has_client = req.headers().contains_key("prefect-csrf-client");
+            match token {
+                Some(t) if has_client && t == format!("t{}", s.issued) => {
+                    s.accepted += 1;
+                    (200, "[]".to_owned())
+                }
+                Some(_) => {
+                    s.refused += 1;
+                    let detail = r#"{"detail":"Invalid CSRF token or client identifier."}"#;
+                    (403, detail.to_owned())
+                }
+                None => {
+                    s.refused += 1;
+                    (403, r#"{"detail":"Missing CSRF token."}"#.to_owned())
+                }
+            }
+        })
+        .await;
         (url, state)
     }
 
