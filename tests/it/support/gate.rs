@@ -105,6 +105,25 @@ impl Gate {
     }
 }
 
+/// The gate's own answer, shaped as Prefect's server words its errors
+/// (`{"exception_message": "Service Unavailable"}` for a 503).
+fn refused(Refusal { status, retry_after }: Refusal) -> Response<Full<Bytes>> {
+    let reason = hyper::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("refused by the test gate");
+    let mut b = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if let Some(secs) = retry_after {
+        b = b.header("retry-after", secs);
+    }
+    b.body(Full::new(Bytes::from(
+        serde_json::json!({ "exception_message": reason }).to_string(),
+    )))
+    .expect("response")
+}
+
 async fn answer(
     s: Arc<Shared>,
     req: Request<hyper::body::Incoming>,
@@ -115,29 +134,20 @@ async fn answer(
         .expect("lock")
         .entry(format!("{} {}", parts.method, parts.uri.path()))
         .or_default() += 1;
-    if s.failing.load(Ordering::SeqCst) {
-        return Ok(Response::builder()
-            .status(500)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(
-                b"{\"exception_message\":\"Internal Server Error\"}",
-            )))
-            .expect("response"));
-    }
-    let refusal = s.refusals.lock().expect("lock").pop();
-    if let Some(Refusal { status, retry_after }) = refusal {
-        s.refused.fetch_add(1, Ordering::SeqCst);
-        let mut b = Response::builder()
-            .status(status)
-            .header("content-type", "application/json");
-        if let Some(secs) = retry_after {
-            b = b.header("retry-after", secs);
+    let refusal = if s.failing.load(Ordering::SeqCst) {
+        Some(Refusal {
+            status: 500,
+            retry_after: None,
+        })
+    } else {
+        let next = s.refusals.lock().expect("lock").pop();
+        if next.is_some() {
+            s.refused.fetch_add(1, Ordering::SeqCst);
         }
-        return Ok(b
-            .body(Full::new(Bytes::from_static(
-                b"{\"exception_message\":\"refused by the test gate\"}",
-            )))
-            .expect("response"));
+        next
+    };
+    if let Some(refusal) = refusal {
+        return Ok(refused(refusal));
     }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
